@@ -1,0 +1,103 @@
+"""Cache directory, config hashing and atomic file writes.
+
+Everything pqlib computes once and reuses (the MNIST archive, trained teachers, trained
+priors, encoded latents) lives under ``$PQLIB_CACHE`` (default ``~/.cache/pqlib``), in a file
+whose name carries a hash of the configuration that produced it. Every file pqlib writes goes
+through :func:`atomic_write`, so an interrupted run never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["cache_dir", "config_hash", "atomic_write", "atomic_dir", "md5sum"]
+
+
+def cache_dir(*parts: str) -> Path:
+    """Return (and create) ``$PQLIB_CACHE/<parts...>``; default root ``~/.cache/pqlib``."""
+    root = Path(os.environ.get("PQLIB_CACHE") or Path.home() / ".cache" / "pqlib").expanduser()
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def config_hash(config: dict, length: int = 12) -> str:
+    """Stable short hex digest of a JSON-serialisable config (key order does not matter)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """MD5 hex digest of a file, read in chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
+
+    Example
+    -------
+    >>> with atomic_write("out.json", "w") as f:  # doctest: +SKIP
+    ...     f.write("{}")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory that replaces ``path`` when the block succeeds.
+
+    The directory appears complete or not at all. With ``overwrite=False`` an existing
+    non-empty ``path`` raises :class:`FileExistsError`.
+    """
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{str(path)!r} exists and is not empty; choose another directory or pass overwrite/--force"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

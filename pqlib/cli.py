@@ -1,0 +1,214 @@
+"""Command line: ``pqlib distill | evaluate | sweep | train-prior | bench``.
+
+Every error a user can cause ends with ``pqlib: error: <what and how to fix it>`` and exit
+status 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A user-caused error: printed as one line, exit status 2."""
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {pair!r} must look like key=value (e.g. --set weights=sqrt)")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_distill(args) -> int:
+    from .data import load
+    from .methods import distill, list_methods
+
+    if args.method not in list_methods():
+        raise UsageError(f"unknown method {args.method!r}; registered methods: {', '.join(list_methods())}")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise UsageError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
+    data = load(args.dataset, "train")
+    options = _parse_options(args.set)
+    result = distill(args.method, data, args.ipc, seed=args.seed, **options)
+    result.save(out, overwrite=args.force)
+    print(f"wrote {len(result)} images ({args.ipc} per class) to {out} "
+          f"in {result.meta['wall_time_s']:.1f} s")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .cache import atomic_write
+    from .data import load
+    from .distilled import DistilledSet
+    from .provenance import provenance
+    from .train import evaluate, resolve_precision, train_student, train_teacher
+
+    distilled = DistilledSet.load(args.dir)
+    dataset = args.dataset or distilled.meta.get("dataset")
+    if not dataset:
+        raise UsageError("--dataset is required: the distilled set does not record its dataset")
+    test = load(dataset, "test")
+    if test.image_shape != tuple(distilled.images.shape[1:]) or test.num_classes != len(distilled.classes):
+        raise UsageError(
+            f"the distilled set has images {tuple(distilled.images.shape[1:])} with "
+            f"{len(distilled.classes)} classes but {dataset!r} has {test.image_shape} with "
+            f"{test.num_classes}; pass the dataset it was distilled from"
+        )
+    teacher = None if args.teacher == "none" else train_teacher(dataset, args.teacher)
+    start = time.perf_counter()
+    model = train_student(distilled, arch=args.student, teacher=teacher, epochs=args.epochs,
+                          seed=args.seed, use_weights=not args.no_weights)
+    acc = evaluate(model, test)
+    seconds = time.perf_counter() - start
+    tag = f"{args.student}-{args.teacher}-e{args.epochs}-s{args.seed}" + ("-noweights" if args.no_weights else "")
+    record = {
+        "accuracy": acc, "dataset": dataset, "student": args.student, "teacher": args.teacher,
+        "teacher_id": teacher.id if teacher else None,
+        "teacher_accuracy": teacher.accuracy if teacher else None,
+        "epochs": args.epochs, "seed": args.seed, "use_weights": not args.no_weights,
+        "precision": resolve_precision(), "train_eval_seconds": round(seconds, 2),
+        "distilled": distilled.meta, **provenance(),
+    }
+    path = Path(args.dir) / f"eval-{tag}.json"
+    with atomic_write(path, "w") as f:
+        json.dump(record, f, indent=2, default=str)
+    print(f"test accuracy {acc:.2f} %  ({args.student} student, "
+          f"{'hard labels' if teacher is None else 'soft labels from ' + teacher.id}; {path})")
+    return 0
+
+
+def cmd_train_prior(args) -> int:
+    from .priors import train_prior
+
+    options = _parse_options(args.set)
+    if args.seed is not None:
+        options["seed"] = args.seed
+    start = time.perf_counter()
+    result = train_prior(args.dataset, config=options or None, out=args.out,
+                         resume=not args.restart, checkpoint_every=args.checkpoint_every)
+    wall = time.perf_counter() - start
+    how = (f"trained in {result.seconds / 60:.1f} min" if result.seconds
+           else "already trained (loaded from the cache)")
+    print(f"prior {result.prior.id}: config hash {result.config_hash}, {how} "
+          f"(this command: {wall / 60:.1f} min wall)")
+    for path in result.files:
+        print(f"  {path}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import load_profile, plan, run_sweep
+
+    if args.list:
+        for run in plan(load_profile(args.profile), only=args.only):
+            print(("done  " if run.done() else "todo  ") + run.name)
+        return 0
+    report = run_sweep(args.profile, only=args.only, workers=args.workers, force=args.force)
+    print(f"sweep {report.profile}: {len(report.ok)} ran, {len(report.skipped)} already done, "
+          f"{len(report.failed)} failed, {report.seconds:.0f} s")
+    for name, error in report.failed.items():
+        print(f"  failed {name}: {error.splitlines()[0][:200]}", file=sys.stderr)
+    return report.exit_status
+
+
+def cmd_bench(args) -> int:
+    import runpy
+
+    from .sweep import REPO
+
+    folder = REPO / "benchmarks"
+    names = sorted(p.stem for p in folder.glob("*.py"))
+    if args.name is None:
+        print("benchmarks: " + ", ".join(names))
+        return 0
+    if args.name not in names:
+        raise UsageError(f"unknown benchmark {args.name!r}; benchmarks: {', '.join(names)}")
+    sys.argv = [str(folder / f"{args.name}.py"), *args.args]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    p = argparse.ArgumentParser(prog="pqlib", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"pqlib {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("distill", help="distill a dataset to a few images per class")
+    d.add_argument("--method", required=True, help="random, herding, kcenter, dm, d4m, ddoq, wmdd")
+    d.add_argument("--dataset", default="mnist", help="mnist (default), digits, imagefolder:PATH, ...")
+    d.add_argument("--ipc", type=int, required=True, help="images per class")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", required=True, help="output directory (see pqlib.distilled)")
+    d.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="method option, repeatable (e.g. --set weights=sqrt)")
+    d.set_defaults(func=cmd_distill)
+
+    e = sub.add_parser("evaluate", help="train a student on a distilled set and test it")
+    e.add_argument("dir", help="directory written by `pqlib distill`")
+    e.add_argument("--dataset", help="dataset whose test split to use (default: from meta.json)")
+    e.add_argument("--teacher", default="convnet_bn",
+                   help="soft-label teacher architecture, or 'none' for hard labels (default convnet_bn)")
+    e.add_argument("--student", default="convnet", help="student architecture (default convnet)")
+    e.add_argument("--epochs", type=int, default=300)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--no-weights", action="store_true", help="ignore the per-image weights")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("sweep", help="execute the experiment notebook for every run of a profile")
+    s.add_argument("--profile", default="quick", help="smoke, quick (default), paper, or a YAML path")
+    s.add_argument("--only", action="append", metavar="PATTERN",
+                   help="keep runs whose name contains PATTERN (glob) or whose parameter "
+                        "matches KEY=VALUE; repeatable (all must match)")
+    s.add_argument("--workers", type=int, help="runs at a time (default: the profile's)")
+    s.add_argument("--force", action="store_true", help="re-run finished runs")
+    s.add_argument("--list", action="store_true", help="list the runs and whether they are done")
+    s.set_defaults(func=cmd_sweep)
+
+    b = sub.add_parser("bench", help="run a script of benchmarks/ (no name: list them)")
+    b.add_argument("name", nargs="?")
+    b.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("train-prior", help="train the tiny latent diffusion prior (VAE + UNet)")
+    t.add_argument("--dataset", default="mnist", help="dataset to train on (default mnist)")
+    t.add_argument("--out", help="also copy the weights here: a directory or a file prefix")
+    t.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="TinyConfig override, repeatable (e.g. --set unet_epochs=0.05 for a smoke run)")
+    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint or cached result")
+    t.add_argument("--checkpoint-every", type=int, default=200, help="optimiser steps between checkpoints")
+    t.set_defaults(func=cmd_train_prior)
+
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"pqlib: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""``kcenter``: greedy k-center (Sener & Savarese, 2018) in the teacher's feature space.
+
+Per class: start from a random image, then repeatedly add the image farthest from the chosen
+set (largest distance to its nearest chosen image).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import ImageSet
+from ..distilled import DistilledSet
+from ..train import Teacher
+from .common import cached_features, resolve_teacher, selection
+from .registry import register
+
+
+def greedy_kcenter(feats: torch.Tensor, k: int, *, generator: torch.Generator) -> torch.Tensor:
+    """Indices of ``k`` rows of ``feats`` (n, d) chosen by greedy k-center."""
+    feats = feats.double()
+    first = int(torch.randint(len(feats), (1,), generator=generator))
+    chosen = [first]
+    nearest = ((feats - feats[first]) ** 2).sum(1)
+    for _ in range(k - 1):
+        i = int(nearest.argmax())
+        chosen.append(i)
+        nearest = torch.minimum(nearest, ((feats - feats[i]) ** 2).sum(1))
+    return torch.tensor(chosen, dtype=torch.int64)
+
+
+@register("kcenter")
+def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str | None = None,
+            progress: bool = True) -> DistilledSet:
+    """Greedy k-center per class on ``teacher`` features; ``seed`` picks the first center."""
+    teacher = resolve_teacher(teacher, data, progress=progress)
+    feats = cached_features(teacher, data)
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(data.num_classes):
+        idx = torch.nonzero(data.labels == c).flatten()
+        chosen.append(idx[greedy_kcenter(feats[idx], ipc, generator=g)])
+    return selection(data, torch.cat(chosen), {"teacher": teacher.id})

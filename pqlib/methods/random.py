@@ -1,0 +1,24 @@
+"""``random``: a uniform random subset of real training images per class."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import ImageSet
+from ..distilled import DistilledSet
+from .common import selection
+from .registry import register
+
+
+@register("random")
+def distill(data: ImageSet, ipc: int, *, seed: int = 0, progress: bool = True) -> DistilledSet:
+    """Pick ``ipc`` real images per class uniformly at random (without replacement).
+
+    ``progress`` is accepted for a uniform signature; the selection is instantaneous.
+    """
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(data.num_classes):
+        idx = torch.nonzero(data.labels == c).flatten()
+        chosen.append(idx[torch.randperm(len(idx), generator=g)[:ipc]])
+    return selection(data, torch.cat(chosen))

@@ -1,0 +1,119 @@
+"""Method registry and the one entry point :func:`distill`."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+
+import torch
+
+from .._version import __version__
+from ..data import ImageSet, load
+from ..distilled import DistilledSet
+from ..provenance import git_commit
+
+__all__ = ["distill", "list_methods", "register", "check_ipc"]
+
+_REGISTRY: dict[str, Callable[..., DistilledSet]] = {}
+
+
+def register(name: str):
+    """Decorator adding ``fn(data, ipc, *, seed, **options) -> DistilledSet`` as method ``name``."""
+
+    def wrap(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_methods() -> list[str]:
+    """Names of the registered methods."""
+    _import_all()
+    return sorted(_REGISTRY)
+
+
+def _import_all() -> None:
+    """Import every module of this package: importing a method's module registers it."""
+    import importlib
+    import pkgutil
+    import sys
+
+    package = sys.modules[__package__]
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in ("registry", "common"):
+            importlib.import_module(f"{__package__}.{info.name}")
+
+
+def check_ipc(data: ImageSet, ipc) -> int:
+    """Validate images-per-class against the data: 1 ≤ ipc ≤ smallest class."""
+    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
+        raise ValueError(f"ipc={ipc!r} must be an integer >= 1")
+    counts = data.class_counts()
+    smallest = int(counts.min())
+    if ipc > smallest:
+        c = int(counts.argmin())
+        raise ValueError(
+            f"ipc={ipc} is larger than class {data.classes[c]!r} of {data.name!r}, which has "
+            f"{smallest} images; choose ipc <= {smallest}"
+        )
+    return ipc
+
+
+def _describe(value):
+    """JSON-friendly description of an option value (objects by their id or name)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _describe(v) for k, v in value.items()}
+    for attr in ("id", "name"):
+        if isinstance(getattr(value, attr, None), str):
+            return getattr(value, attr)
+    return type(value).__name__
+
+
+def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, **options) -> DistilledSet:
+    """Distill ``data`` to ``ipc`` images per class with a registered method.
+
+    Parameters
+    ----------
+    method : one of :func:`methods` (``random``, ``herding``, ``kcenter``, ``dm``, ``d4m``,
+        ``ddoq``, ``wmdd``)
+    data : an :class:`~pqlib.data.ImageSet`, or a dataset name (its train split is loaded)
+    ipc : images per class, 1 ≤ ipc ≤ smallest class
+    seed : all randomness of the method derives from it
+    **options : method options (see each method's docstring)
+
+    Returns
+    -------
+    DistilledSet whose ``meta`` records method, dataset, ipc, seed, options, pqlib version,
+    git commit and wall time (plus the method's own stage timings and W2 figures).
+    """
+    _import_all()
+    if method not in _REGISTRY:
+        raise ValueError(f"unknown method {method!r}; registered methods: {', '.join(sorted(_REGISTRY))}")
+    if isinstance(data, str):
+        data = load(data, "train")
+    check_ipc(data, ipc)
+    fn = _REGISTRY[method]
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            valid = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k != "seed")
+            raise ValueError(f"method {method!r} has no option(s) {unknown}; its options: {valid}")
+    start = time.perf_counter()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        out = fn(data, ipc, seed=seed, **options)
+    wall = time.perf_counter() - start
+    out.meta = {
+        "method": method, "dataset": data.name, "ipc": ipc, "seed": seed,
+        "options": {k: _describe(v) for k, v in options.items() if k != "progress"},
+        **out.meta,
+        "pqlib_version": __version__, "commit": git_commit(), "wall_time_s": round(wall, 3),
+    }
+    return out

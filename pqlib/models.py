@@ -1,0 +1,149 @@
+"""Networks used as students, teachers and feature maps.
+
+``convnet``     ConvNet-3 (Zhao et al.): 3 × [conv3×3 width → instance norm → ReLU → avgpool 2] → linear.
+``convnet_bn``  the same with BatchNorm (teachers whose BN statistics WMDD matches).
+``resnet18``    ResNet-18 for small inputs (3×3 stem, stride 1, no max-pool), BatchNorm.
+
+Every model has ``features(x) -> (N, D)`` (the penultimate embedding) and
+``classifier(features) -> logits``; ``forward = classifier ∘ features``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ConvNet", "ResNet18", "build", "ARCHITECTURES", "batchnorm_inputs"]
+
+
+class ConvNet(nn.Module):
+    """ConvNet-D of the dataset-distillation literature.
+
+    Parameters
+    ----------
+    channels : input channels (1 or 3)
+    num_classes : output classes
+    image_size : input side length (≥ 8; a 28×28 input is padded to 32×32 by the first conv)
+    width : channels of every conv layer, default 128
+    depth : number of conv blocks, default 3
+    norm : ``"instance"`` (GroupNorm with one group per channel), ``"batch"`` or ``"none"``
+    """
+
+    def __init__(self, channels: int, num_classes: int, image_size: int, *, width: int = 128,
+                 depth: int = 3, norm: str = "instance"):
+        super().__init__()
+        if norm not in ("instance", "batch", "none"):
+            raise ValueError(f"norm={norm!r} is not one of 'instance', 'batch', 'none'")
+        layers, size = [], image_size
+        for d in range(depth):
+            pad = 3 if (d == 0 and image_size == 28) else 1
+            layers.append(nn.Conv2d(channels if d == 0 else width, width, 3, padding=pad))
+            size = size + 2 * pad - 2
+            if norm == "instance":
+                layers.append(nn.GroupNorm(width, width, affine=True))
+            elif norm == "batch":
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU(inplace=True))
+            if size >= 2:
+                layers.append(nn.AvgPool2d(2))
+                size //= 2
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = width * size * size
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, feature_dim)."""
+        return self.body(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for small images: 3×3 stem with stride 1 and no max-pool; 512-d features."""
+
+    def __init__(self, channels: int, num_classes: int, image_size: int, *, width: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        blocks, cin = [], width
+        for i, mult in enumerate((1, 2, 4, 8)):
+            stride = 1 if i == 0 else 2
+            blocks += [_BasicBlock(cin, width * mult, stride), _BasicBlock(width * mult, width * mult, 1)]
+            cin = width * mult
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = cin
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.layers(self.stem(x))).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+ARCHITECTURES = {
+    "convnet": lambda c, k, s: ConvNet(c, k, s, norm="instance"),
+    "convnet_bn": lambda c, k, s: ConvNet(c, k, s, norm="batch"),
+    "resnet18": lambda c, k, s: ResNet18(c, k, s),
+}
+
+
+def build(arch: str, channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """Build an untrained network by name (see ``ARCHITECTURES``)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    if image_size < 8:
+        raise ValueError(f"image_size={image_size} is too small; models take inputs from 8×8 up")
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels}: models take 1- or 3-channel images")
+    return ARCHITECTURES[arch](channels, num_classes, image_size)
+
+
+class batchnorm_inputs:
+    """Context manager recording the input of every BatchNorm2d layer of ``model``.
+
+    Inside the block, ``.inputs`` is a list (one entry per BN layer, in module order) of the
+    latest input tensors, with gradients attached. Used for BN-statistics matching (WMDD).
+
+    >>> with batchnorm_inputs(model) as rec:  # doctest: +SKIP
+    ...     model(x); means = [t.mean((0, 2, 3)) for t in rec.inputs]
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.inputs: list[torch.Tensor | None] = [None] * len(self.layers)
+        self._handles = []
+
+    def __enter__(self):
+        for i, layer in enumerate(self.layers):
+            self._handles.append(layer.register_forward_hook(self._hook(i)))
+        return self
+
+    def _hook(self, i):
+        def hook(module, args, output):
+            self.inputs[i] = args[0]
+        return hook
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

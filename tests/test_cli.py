@@ -1,0 +1,62 @@
+"""The `pqlib` command line: every user error exits 2 with a message naming the fix."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pqlib.cli import main
+
+
+def run(*args):
+    return main(list(args))
+
+
+def test_distill_then_evaluate(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert run("distill", "--method", "random", "--dataset", "digits", "--ipc", "3", "--seed", "0",
+               "--out", str(out)) == 0
+    assert (out / "distilled.csv").exists() and (out / "meta.json").exists()
+    assert run("evaluate", str(out), "--dataset", "digits", "--teacher", "none", "--epochs", "30") == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed
+    record = json.loads((out / "eval-convnet-none-e30-s0.json").read_text())
+    assert 10.0 < record["accuracy"] <= 100.0 and record["distilled"]["method"] == "random"
+    assert f"{record['accuracy']:.2f}" in printed
+
+
+@pytest.mark.parametrize("args,message", [
+    (["distill", "--method", "magic", "--dataset", "digits", "--ipc", "1", "--out", "X"],
+     "unknown method 'magic'; registered methods: "),
+    (["distill", "--method", "random", "--dataset", "digits", "--ipc", "0", "--out", "X"],
+     "ipc=0 must be an integer >= 1"),
+    (["distill", "--method", "random", "--dataset", "digits", "--ipc", "1000", "--out", "X"],
+     "ipc=1000 is larger than class"),
+    (["distill", "--method", "random", "--dataset", "nope", "--ipc", "1", "--out", "X"],
+     "unknown dataset 'nope'"),
+    (["distill", "--method", "random", "--dataset", "digits", "--ipc", "1", "--out", "X", "--set", "oops"],
+     "--set 'oops' must look like key=value"),
+    (["evaluate", "MISSING"], "not a distilled set"),
+])
+def test_user_errors_exit_2(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert run(*args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pqlib: error: ") and message in err
+    assert not (tmp_path / "X").exists()
+
+
+def test_existing_out_is_refused_unless_force(tmp_path, capsys):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    base = ["distill", "--method", "random", "--dataset", "digits", "--ipc", "1", "--out", str(out)]
+    assert run(*base) == 2
+    assert "pass --force" in capsys.readouterr().err and (out / "mine.txt").exists()
+    assert run(*base, "--force") == 0 and not (out / "mine.txt").exists()
+
+
+def test_installed_entry_point():
+    res = subprocess.run([sys.executable, "-m", "pqlib.cli", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("pqlib ")

@@ -1,0 +1,139 @@
+import gzip
+import pickle
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from pqlib import data as data_mod
+from pqlib.data import load, train_val_split
+
+
+def test_digits_shapes_and_range(digits, digits_test):
+    assert digits.images.shape == (1437, 1, 8, 8)
+    assert digits_test.images.shape == (360, 1, 8, 8)
+    for ds in (digits, digits_test):
+        assert ds.images.dtype == torch.float32 and ds.labels.dtype == torch.int64
+        assert 0.0 <= float(ds.images.min()) and float(ds.images.max()) <= 1.0
+        assert ds.num_classes == 10 and ds.class_counts().min() > 0
+
+
+def test_mnist_sizes_range_and_checksum():
+    train, test = load("mnist", "train"), load("mnist", "test")
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert float(train.images.min()) == 0.0 and float(train.images.max()) == 1.0
+    # the first training digits of MNIST are 5 0 4 1 9 2 1 3 1 4
+    assert train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert torch.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert data_mod.md5sum(data_mod.mnist_archive()) == data_mod.MNIST_MD5
+
+
+def test_corrupt_cache_is_detected_removed_and_refetched(tmp_path, monkeypatch):
+    """A damaged archive in the cache is replaced, with a warning naming the problem."""
+    real = data_mod.mnist_archive()  # the real download is exercised here (once per cache)
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
+    cached = tmp_path / "data" / "mnist.pkl.gz"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the archive")
+    fetched = []
+
+    def fetch_from_first_cache(dest):
+        shutil.copy(real, dest)
+        fetched.append(dest)
+
+    monkeypatch.setattr(data_mod, "_fetch_mnist", fetch_from_first_cache)
+    with pytest.warns(RuntimeWarning, match="corrupt"):
+        path = data_mod.mnist_archive()
+    assert fetched == [cached] and data_mod.md5sum(path) == data_mod.MNIST_MD5
+
+
+def test_fetch_with_wrong_checksum_raises_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
+    monkeypatch.setattr(data_mod, "_fetch_mnist", lambda dest: dest.write_bytes(b"garbage"))
+    with pytest.raises(OSError, match="md5"):
+        data_mod.mnist_archive()
+    assert not (tmp_path / "data" / "mnist.pkl.gz").exists()
+
+
+def test_mnist_from_idx_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = np.arange(n, dtype=np.uint8) % 10
+        with gzip.open(tmp_path / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">HBB3I", 0, 8, 3, n, 28, 28) + x.tobytes())
+        (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">HBBI", 0, 8, 1, n) + y.tobytes())
+    ds = load(f"mnist:{tmp_path}", "test")
+    assert ds.images.shape == (10, 1, 28, 28) and ds.labels.tolist() == list(range(10))
+    np.testing.assert_array_equal((ds.images[:, 0] * 255).round().numpy().astype(np.uint8), x)
+
+
+def _write_png(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_imagefolder_rgb_with_splits_and_resize(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            for i in range(3):
+                _write_png(tmp_path / split / cls / f"{i}.png", rng.integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    train = load(f"imagefolder:{tmp_path}", "train", resize=16)
+    test = load(f"imagefolder:{tmp_path}", "test", resize=16)
+    assert train.images.shape == (6, 3, 16, 16) and test.images.shape == (6, 3, 16, 16)
+    assert train.classes == ("cat", "dog") and train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load(f"imagefolder:{tmp_path / 'nope'}")
+    (tmp_path / "a").mkdir()
+    _write_png(tmp_path / "b" / "0.png", np.zeros((8, 8), dtype=np.uint8))
+    with pytest.raises(ValueError, match="has no images"):
+        load(f"imagefolder:{tmp_path}")
+    with pytest.raises(FileNotFoundError, match="split='test'"):
+        load(f"imagefolder:{tmp_path}", "test")
+
+
+def test_cifar10_batches(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}", 4) for i in range(1, 6)] + [("test_batch", 10)]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"labels": [i % 10 for i in range(n)] if name == "test_batch" else list(range(n))}
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(tmp_path / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+    test = load(f"cifar10:{tmp_path}", "test")
+    assert test.images.shape == (10, 3, 32, 32) and test.classes[3] == "c3"
+    # train has 4 labels 0..3 only: classes 4..9 are empty, which is an error
+    with pytest.raises(ValueError, match="have no images"):
+        load(f"cifar10:{tmp_path}", "train")
+    (tmp_path / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_3"):
+        load(f"cifar10:{tmp_path}", "train")
+
+
+@pytest.mark.parametrize("name", ["mnsit", "imagenet", "imagefolder", "cifar10"])
+def test_unknown_dataset_lists_valid_names(name):
+    with pytest.raises(ValueError, match="valid names: mnist, digits"):
+        load(name)
+
+
+def test_wrong_split():
+    with pytest.raises(ValueError, match="split='validation'"):
+        load("digits", "validation")
+
+
+def test_train_val_split_is_stratified_and_disjoint(digits):
+    train, val = train_val_split(digits, 200, seed=1)
+    assert len(train) + len(val) == len(digits)
+    assert abs(len(val) - 200) <= 10
+    assert val.class_counts().min() >= 15
+    again = train_val_split(digits, 200, seed=1)[1]
+    assert torch.equal(val.images, again.images)

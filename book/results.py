@@ -1,0 +1,175 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+#   mystnb:
+#     execution_mode: force
+# ---
+
+# %% [markdown]
+# # Results
+#
+# Every number on this page comes from a result record of this repository (one JSON file per
+# run, written by the experiment notebook; {doc}`runs` shows the executed notebooks).
+# Two sets of records are shown:
+#
+# - **the reference run** (`profile: paper`, records committed in `results/paper/`): MNIST,
+#   IPC 1 / 10 / 50, three seeds, the protocol stated below, with its provenance;
+# - **this build** (`results/*.json`): the `quick` profile that `make book` runs on a fresh
+#   machine (or the `smoke` profile in CI) — one seed, a shorter protocol, for checking the
+#   pipeline and the trends, not for the final numbers.
+#
+# Numbers from the papers are in their own tables, marked *paper-reported*; they were measured
+# on other data (ImageNet-scale) with other networks and are not comparable number for number.
+
+# %% tags=["remove-cell"]
+try:
+    import pqlib  # noqa: F401
+except ImportError:  # Colab
+    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
+    raise
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from pqlib import plotting, results
+
+plotting.set_theme()
+ROOT = results.results_root()
+paper = results.load_records(ROOT / "paper") if (ROOT / "paper").is_dir() else pd.DataFrame()
+build = results.load_records(ROOT)
+order = results.METHOD_ORDER
+print(f"reference run: {len(paper)} records; this build: {len(build)} records "
+      f"({', '.join(sorted(build.profile.unique())) if len(build) else 'none'})")
+
+# %% [markdown]
+# ## The reference run: MNIST, ConvNet-3 students
+#
+# Test accuracy (%) of ConvNet-3 students trained on each distilled set, mean ± standard
+# deviation over seeds. *Soft labels*: KL to the ConvNet-BN teacher's temperature-20 soft
+# labels on every augmented batch (the D4M / RDED protocol). *Hard labels*: cross-entropy on
+# the class labels (the protocol of the published MNIST numbers).
+
+# %%
+def show(df, title):
+    if df.empty:
+        display(Markdown(f"*{title}: no records yet.*"))
+        return
+    for kind in ("soft", "hard"):
+        display(Markdown(f"**{title}, {kind} labels**"))
+        display(results.accuracy_table(df, kind, order=order))
+
+
+show(paper, "Reference run")
+
+# %% [markdown]
+# Provenance of these records:
+
+# %%
+if not paper.empty:
+    display(results.provenance_table(paper))
+
+# %% [markdown]
+# ## Paper-reported numbers
+#
+# **MNIST anchors** (ConvNet-3, hard labels, as collected in REFERENCE.md from the dataset
+# distillation literature) — compare with the hard-label table above. *Paper-reported, not
+# measured here.*
+
+# %%
+reported = results.paper_reported()
+reported["mnist_anchors"]
+
+# %% [markdown]
+# **DDOQ and its baselines on ImageNet-1K** (ResNet-18 teacher and student, top-1 %,
+# soft labels). *Paper-reported, not measured here.*
+
+# %%
+reported["ddoq_imagenet"]
+
+# %% [markdown]
+# **WMDD** (ResNet-18, top-1 %, mean ± std). *Paper-reported, not measured here.*
+
+# %%
+reported["wmdd"]
+
+# %% [markdown]
+# ## Do the weights help? (the ablation the papers lack)
+#
+# Same images, different weights: `ddoq` uses the Voronoi masses, `d4m` uniform weights (it is
+# `ddoq` with `weights="uniform"`, bit for bit), `ddoq-sqrt` the square-root heuristic; `wmdd`
+# learns barycenter weights and `wmdd-uniform` keeps them equal. Differences are paired by
+# seed; a difference within about one standard deviation is no evidence either way.
+
+# %%
+pairs = [("ddoq", "d4m"), ("ddoq-sqrt", "d4m"), ("ddoq", "ddoq-sqrt"), ("wmdd", "wmdd-uniform")]
+for name, df in (("Reference run", paper), ("This build", build)):
+    for kind in ("soft", "hard"):
+        table = results.pairs_table(df, pairs, kind) if not df.empty else pd.DataFrame()
+        if not table.empty:
+            display(Markdown(f"**{name}, {kind} labels**"))
+            display(table)
+
+# %% [markdown]
+# ## Distance to the data: W2 with and without the weights
+#
+# For D4M/DDOQ the distance is measured in the prior's latent space (the space that is
+# quantized); for WMDD in the teacher's feature space. With Voronoi masses the weighted W2
+# equals the quantization distortion and can only be lower than with uniform weights on the
+# same points; DDOQ's paper reports about 16 % on ImageNet (paper-reported).
+
+# %%
+for name, df in (("Reference run", paper), ("This build", build)):
+    table = results.w2_table(df) if not df.empty else pd.DataFrame()
+    if not table.empty:
+        display(Markdown(f"**{name}**"))
+        display(table)
+
+# %% [markdown]
+# ## Accuracy against K
+#
+# Test error against images per class on log–log axes. A straight line is a power law
+# $\text{error} \propto K^{\text{slope}}$; the quantization rate of {doc}`../theory` concerns
+# distances, not accuracies, so this is an empirical view, with three points per method.
+
+# %%
+df = paper if not paper.empty else build
+if not df.empty and df.ipc.nunique() >= 2:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, kind in zip(axes, ("soft", "hard")):
+        plotting.error_vs_k(df, kind=kind, variants=[v for v in order if v in set(df.variant)], ax=ax)
+    fig.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# ## What it costs
+#
+# Wall time of each distillation stage (mean over seeds) on the machine that made the records.
+# DDOQ's weights cost one count per cell on top of D4M: the two bars differ by noise.
+
+# %%
+if not df.empty:
+    stages = results.stage_table(df)
+    plotting.stage_bars(stages.reindex([i for i in stages.index if i[0] in order]))
+    plt.tight_layout()
+    plt.show()
+    display(stages)
+
+# %% [markdown]
+# ## This build
+#
+# The records made by the sweep of this build (one seed, shorter protocol; see each run's
+# notebook under {doc}`runs` for its parameters).
+
+# %%
+show(build, "This build")
+if not build.empty:
+    display(results.provenance_table(build))

@@ -1,0 +1,170 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent,ipynb
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # One distillation run
+#
+# This notebook is one *run* of the companion: it distills a dataset with one method at one
+# number of images per class (IPC) and one seed, shows the distilled images with their
+# weights, measures how far the weighted set is from the data in Wasserstein distance, trains
+# a fresh ConvNet-3 student on it with the teacher's soft labels and with hard labels, and
+# writes one result record. `pqlib sweep` executes it with papermill for every
+# dataset × method × IPC × seed of a profile; the pages under *Runs* are those executions.
+
+# %% tags=["remove-cell"]
+# Colab / Binder: install pqlib when it is missing.
+try:
+    import pqlib  # noqa: F401
+except ImportError:  # pragma: no cover
+    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
+    raise
+
+# %% tags=["parameters"]
+dataset = "mnist"          # mnist, digits, imagefolder:PATH, cifar10:PATH
+method = "ddoq"            # random, herding, kcenter, dm, d4m, ddoq, wmdd
+variant = None             # display name of the method variant (default: method)
+options = {}               # method options, e.g. {"weights": "sqrt"}
+ipc = 10                   # images per class
+seed = 0
+profile = "interactive"
+student = "convnet"        # student architecture
+teacher = "convnet_bn"     # soft-label teacher architecture
+teacher_epochs = 0         # teacher training epochs (0 = pqlib's default; cached by config)
+epochs = 300               # student epochs over the distilled set
+soft_labels = True         # train a student with the teacher's soft labels
+hard_labels = True         # train a student with hard labels
+train_size = 0             # distill from the first N training images (0 = the whole split)
+test_size = 0              # evaluate on the first N test images (0 = the whole test split)
+threads = 0                # torch threads (0 = leave the default)
+run_name = None
+result_path = None         # where to write the result record (None = do not write)
+distilled_dir = None       # where to save the distilled set (None = do not save)
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import torch
+
+import pqlib
+from pqlib import plotting
+from pqlib.methods.common import feature_w2
+from pqlib.provenance import provenance
+from pqlib.results import write_record
+from pqlib.train import evaluate, resolve_precision, train_student, train_teacher
+
+if threads:
+    torch.set_num_threads(threads)
+variant = variant or method
+plotting.set_theme()
+run_start = time.perf_counter()
+
+# %% [markdown]
+# ## Data and teacher
+#
+# The teacher is trained once on the full training split and cached (MNIST's is shipped with
+# pqlib); it labels the students' augmented batches and provides the feature space in which
+# all methods are compared.
+
+# %%
+train = pqlib.load(dataset, "train")
+test = pqlib.load(dataset, "test")
+if train_size:
+    train = train.subset(torch.arange(min(train_size, len(train))))
+if test_size:
+    test = test.subset(torch.arange(min(test_size, len(test))))
+tch = train_teacher(dataset, teacher, epochs=teacher_epochs or None, progress=False)
+print(f"{dataset}: {len(train)} training / {len(test)} test images {train.image_shape}; "
+      f"teacher {tch.id}: {tch.accuracy:.2f} % test accuracy")
+
+# %% [markdown]
+# ## Distill
+
+# %%
+distilled = pqlib.distill(method, train, ipc, seed=seed, progress=False, **options)
+meta = distilled.meta
+print(f"{variant}: {len(distilled)} images in {meta['wall_time_s']:.1f} s; stages (s): "
+      f"{meta.get('stage_seconds', {})}")
+
+# %% [markdown]
+# Each column is a class; the number under an image is its training weight within its class
+# (uniform weights are 1/IPC).
+
+# %%
+fig = plotting.image_grid(distilled, max_per_class=10)
+plt.show()
+
+# %% [markdown]
+# ## How close is the weighted set to the data?
+#
+# Every method is measured in the teacher's feature space: for each class, the Wasserstein-2
+# distance between the features of the real training images and those of the distilled images,
+# with the set's weights and with uniform weights. Methods that quantize a latent space (D4M,
+# DDOQ) or a feature space (WMDD) also report W2 in that space.
+
+# %%
+fw2 = feature_w2(tch, train, distilled)
+own = meta.get("w2_latent") or meta.get("w2_feature")
+w2 = None
+if own:
+    w2 = {"space": "latent" if "w2_latent" in meta else "feature",
+          "weighted": own["weighted"], "uniform": own["uniform"],
+          "reduction_pct": 100 * (1 - own["weighted"] / own["uniform"])}
+    print(f"W2 in the method's {w2['space']} space: weighted {w2['weighted']:.4f}, "
+          f"uniform {w2['uniform']:.4f} ({w2['reduction_pct']:.1f} % lower with the weights)")
+print(f"W2 in teacher feature space: weighted {fw2['weighted']:.3f}, uniform {fw2['uniform']:.3f}")
+fig = plotting.w2_per_class(fw2, classes=train.classes, title=f"{variant}, IPC {ipc}: feature-space W2")
+plt.show()
+
+# %% [markdown]
+# ## Train students on the distilled set
+#
+# ConvNet-3 students, trained from scratch for a fixed number of epochs over the distilled set,
+# each sample's loss multiplied by its weight; then tested on the test split.
+
+# %%
+accuracy, train_seconds = {}, {}
+kinds = [("soft", tch)] * bool(soft_labels) + [("hard", None)] * bool(hard_labels)
+for kind, labeller in kinds:
+    t0 = time.perf_counter()
+    model = train_student(distilled, arch=student, teacher=labeller, epochs=epochs, seed=seed,
+                          progress=False)
+    accuracy[kind] = evaluate(model, test)
+    train_seconds[kind] = round(time.perf_counter() - t0, 2)
+    print(f"{kind} labels: {accuracy[kind]:.2f} % test accuracy ({train_seconds[kind]:.0f} s)")
+
+# %% [markdown]
+# ## Result record
+
+# %%
+record = {
+    "run": run_name, "profile": profile, "status": "ok",
+    "parameters": {"dataset": dataset, "method": method, "variant": variant, "options": options,
+                   "ipc": ipc, "seed": seed, "student": student, "teacher": teacher,
+                   "epochs": epochs, "train_size": len(train), "test_size": len(test),
+                   "precision": resolve_precision()},
+    "accuracy": accuracy,
+    "w2": w2,
+    "feature_w2": {"weighted": fw2["weighted"], "uniform": fw2["uniform"]},
+    "stage_seconds": meta.get("stage_seconds", {}),
+    "train_seconds": train_seconds,
+    "teacher": {"id": tch.id, "accuracy": tch.accuracy},
+    "distill_meta": {k: v for k, v in meta.items() if k not in ("train_indices", "init_indices", "loss_history")},
+    **provenance(),
+    "notebook_seconds": round(time.perf_counter() - run_start, 2),
+}
+if distilled_dir:
+    distilled.save(distilled_dir, overwrite=True)
+if result_path:
+    write_record(result_path, record)
+{k: record[k] for k in ("accuracy", "w2", "feature_w2", "stage_seconds")}

@@ -1,0 +1,265 @@
+"""Result records → pandas tables, and the paper-reported numbers beside them.
+
+A *result record* is one JSON file per run, ``results/<run>.json`` (the reference run of the
+``paper`` profile lives in ``results/paper/``). It is written by ``notebooks/experiment.py``
+(through :func:`write_record`) and completed by :mod:`pqlib.sweep`. Schema (version 1)::
+
+    schema          1
+    run             run name, e.g. "quick-mnist-ddoq-ipc10-s0"
+    profile         smoke | quick | paper | (custom)
+    status          "ok" (failed runs are kept apart, in results/failed/)
+    parameters      the notebook parameters: dataset, method, variant, options, ipc, seed,
+                    student, teacher, epochs, test_size, ...
+    accuracy        {"soft": %, "hard": %, ...} test accuracy of the students, in percent
+    w2              the method's own W2 figures (latent space for d4m/ddoq, feature space for
+                    wmdd): {"weighted": W2, "uniform": W2, "reduction_pct": %}
+    feature_w2      W2 between each class's teacher features and the distilled set's
+                    (weighted / uniform), averaged over classes — one yardstick for all methods
+    stage_seconds   wall time per distillation stage (encode, quantize, decode, synthesize, ...)
+    train_seconds   wall time of each student training (+ evaluation)
+    teacher         {"id", "accuracy"}
+    distill_meta    the DistilledSet's meta (options, timings, W2, ...)
+    commit, machine, versions   provenance
+    wall_time_s     the whole run (set by the sweep: kernel start to finish)
+    created         ISO-8601 UTC time the record was written
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from .cache import atomic_write
+
+__all__ = ["write_record", "load_records", "accuracy_table", "summary", "paper_reported",
+           "find_run", "results_root", "provenance_line", "pairs_table", "w2_table", "stage_table",
+           "provenance_table", "METHOD_ORDER", "SCHEMA_VERSION", "PROFILE_PREFERENCE"]
+
+METHOD_ORDER = ["random", "herding", "kcenter", "dm", "d4m", "ddoq", "ddoq-sqrt", "wmdd",
+                "wmdd-uniform"]
+
+PROFILE_PREFERENCE = ("paper", "quick", "smoke")
+
+SCHEMA_VERSION = 1
+
+
+def write_record(path: str | Path, record: dict) -> Path:
+    """Write one result record atomically (adds ``schema`` and ``created``)."""
+    record = {"schema": SCHEMA_VERSION, **record,
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = Path(path)
+    with atomic_write(path, "w") as f:
+        json.dump(record, f, indent=2, default=_json_default)
+        f.write("\n")
+    return path
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def load_records(*locations: str | Path) -> pd.DataFrame:
+    """Load result records (files or folders of ``*.json``) into one flat DataFrame.
+
+    One row per run with columns ``run, profile, dataset, method, variant, ipc, seed``,
+    ``acc_<kind>`` for every accuracy kind, ``w2_weighted, w2_uniform, w2_reduction_pct``,
+    ``fw2_weighted, fw2_uniform``, ``t_<stage>`` stage seconds, ``wall_time_s``, ``commit``,
+    ``cpu``. Records with another schema version raise ValueError.
+    """
+    rows = []
+    for loc in locations or (results_root(),):
+        loc = Path(loc)
+        files = sorted(loc.glob("*.json")) if loc.is_dir() else [loc]
+        for f in files:
+            rec = json.loads(f.read_text())
+            if rec.get("schema") != SCHEMA_VERSION:
+                raise ValueError(f"{f}: schema {rec.get('schema')!r}, expected {SCHEMA_VERSION}")
+            rows.append(_flatten(rec))
+    return pd.DataFrame(rows)
+
+
+def _flatten(rec: dict) -> dict:
+    p = rec.get("parameters", {})
+    row = {"run": rec.get("run"), "profile": rec.get("profile"), "dataset": p.get("dataset"),
+           "method": p.get("method"), "variant": p.get("variant") or p.get("method"),
+           "ipc": p.get("ipc"), "seed": p.get("seed"), "epochs": p.get("epochs"),
+           "test_size": p.get("test_size")}
+    for kind, acc in (rec.get("accuracy") or {}).items():
+        row[f"acc_{kind}"] = acc
+    w2 = rec.get("w2") or {}
+    row.update(w2_weighted=w2.get("weighted"), w2_uniform=w2.get("uniform"),
+               w2_reduction_pct=w2.get("reduction_pct"))
+    fw2 = rec.get("feature_w2") or {}
+    row.update(fw2_weighted=fw2.get("weighted"), fw2_uniform=fw2.get("uniform"))
+    for stage, sec in (rec.get("stage_seconds") or {}).items():
+        row[f"t_{stage}"] = sec
+    row["t_distill"] = (rec.get("distill_meta") or {}).get("wall_time_s")
+    row["wall_time_s"] = rec.get("wall_time_s")
+    row["commit"] = rec.get("commit")
+    row["cpu"] = (rec.get("machine") or {}).get("cpu")
+    row["created"] = rec.get("created")
+    return row
+
+
+def _mean_std(values: pd.Series) -> str:
+    v = values.dropna()
+    if v.empty:
+        return "–"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.1f}"
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
+
+
+def summary(df: pd.DataFrame, column: str, *, by=("variant", "ipc")) -> pd.DataFrame:
+    """Mean, std and count of ``column`` per group (numbers, for plots and checks)."""
+    g = df.groupby(list(by))[column]
+    return g.agg(["mean", "std", "count"]).reset_index()
+
+
+def accuracy_table(df: pd.DataFrame, kind: str = "soft", *, order: list[str] | None = None
+                   ) -> pd.DataFrame:
+    """Accuracy (mean ± std over seeds, in %) with one row per method variant and one column
+    per IPC, from :func:`load_records` output. ``kind``: ``"soft"`` or ``"hard"``."""
+    col = f"acc_{kind}"
+    if col not in df:
+        raise ValueError(f"no {col!r} column; available: {[c for c in df if c.startswith('acc_')]}")
+    table = df.pivot_table(index="variant", columns="ipc", values=col, aggfunc=_mean_std)
+    seeds = df.groupby("variant")["seed"].nunique()
+    table.columns = [f"IPC {c}" for c in table.columns]
+    table["seeds"] = seeds.reindex(table.index)
+    if order:
+        table = table.reindex([v for v in order if v in table.index]
+                              + [v for v in table.index if v not in order])
+    table.index.name = "method"
+    return table
+
+
+def paper_reported() -> dict[str, pd.DataFrame]:
+    """Numbers reported by the papers and the literature (REFERENCE.md), labelled as such.
+
+    Keys: ``"ddoq_imagenet"`` (ImageNet-1K, ResNet-18, top-1 %), ``"wmdd"`` (ResNet-18,
+    mean ± std), ``"mnist_anchors"`` (ConvNet-3, hard labels, MNIST test %). None of these were
+    measured by this repository.
+    """
+    nan = math.nan
+    ddoq = pd.DataFrame(
+        {"SRe2L": [21.3, 46.8, 52.8, 57.0], "D4M": [27.9, 55.2, 59.3, 62.6],
+         "RDED": [42.0, 56.5, nan, nan], "DDOQ": [33.1, 56.2, 60.1, 63.4]},
+        index=pd.Index([10, 50, 100, 200], name="IPC"))
+    wmdd = pd.DataFrame(
+        {"IPC 1": ["40.2 ± 0.6", "7.6 ± 0.2", "3.2 ± 0.3"],
+         "IPC 10": ["64.8 ± 0.4", "41.8 ± 0.1", "38.2 ± 0.2"],
+         "IPC 50": ["83.5 ± 0.3", "59.4 ± 0.5", "57.6 ± 0.5"],
+         "IPC 100": ["87.1 ± 0.3", "61.0 ± 0.3", "60.7 ± 0.2"]},
+        index=pd.Index(["ImageNette", "Tiny-ImageNet", "ImageNet-1K"], name="dataset"))
+    anchors = pd.DataFrame(
+        {"IPC 1": ["64.9 ± 3.5", "89.2 ± 1.6", "89.3 ± 1.5", "91.7 ± 0.5", "88.7 ± 0.6", "89.7 ± 0.6"],
+         "IPC 10": ["95.1 ± 0.9", "93.7 ± 0.3", "84.4 ± 1.7", "97.4 ± 0.2", "97.8 ± 0.1", "97.5 ± 0.1"],
+         "IPC 50": ["97.9 ± 0.2", "94.8 ± 0.2", "97.4 ± 0.3", "98.8 ± 0.1", "99.2 ± 0.1", "98.6 ± 0.1"]},
+        index=pd.Index(["random", "herding", "kcenter", "DC", "DSA", "dm"], name="method"))
+    return {"ddoq_imagenet": ddoq, "wmdd": wmdd, "mnist_anchors": anchors}
+
+
+def results_root() -> Path:
+    """The ``results/`` folder: of the current directory if it has one, else of the checkout
+    pqlib runs from (book pages execute in their own folders)."""
+    here = Path("results")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "results"
+
+
+def find_run(variant: str, ipc: int, *, seed: int = 0, root: str | Path | None = None,
+             profiles=PROFILE_PREFERENCE) -> tuple[dict, Path] | None:
+    """The record and distilled-set folder of a run, from the first profile that has it.
+
+    Looks in ``<root>/`` and ``<root>/<profile>/`` for ``<profile>-*-<variant>-ipc<ipc>-s<seed>.json``
+    with a matching ``distilled/<run>`` folder; returns ``(record, folder)`` or ``None``.
+    """
+    root = Path(root) if root is not None else results_root()
+    for profile in profiles:
+        for folder in (root / profile, root):
+            for f in sorted(folder.glob(f"{profile}-*-{variant}-ipc{ipc}-s{seed}.json")):
+                rec = json.loads(f.read_text())
+                if rec.get("parameters", {}).get("variant") != variant:
+                    continue
+                distilled = folder / "distilled" / f.stem
+                if distilled.is_dir():
+                    return rec, distilled
+    return None
+
+
+def provenance_line(record: dict) -> str:
+    """One line saying where a record came from: run, profile, seed, commit, machine, time."""
+    p = record.get("parameters", {})
+    machine = record.get("machine") or {}
+    commit = str(record.get("commit", "unknown"))[:10]
+    return (f"run {record.get('run')} (profile {record.get('profile')}, seed {p.get('seed')}, "
+            f"{p.get('epochs')} student epochs, {p.get('test_size')} test images) — commit "
+            f"{commit}, {machine.get('cpu')} ({machine.get('torch_threads')} threads), "
+            f"{record.get('wall_time_s') or record.get('notebook_seconds')} s, {record.get('created')}")
+
+
+def pairs_table(df: pd.DataFrame, pairs: list[tuple[str, str]], kind: str = "soft") -> pd.DataFrame:
+    """Accuracy of variant A minus variant B per IPC (mean ± std over the seeds both have).
+
+    For ablations such as weights on/off: ``pairs=[("ddoq", "d4m"), ("wmdd", "wmdd-uniform")]``.
+    Differences are paired by seed.
+    """
+    col = f"acc_{kind}"
+    rows = []
+    for a, b in pairs:
+        for ipc in sorted(df["ipc"].dropna().unique()):
+            x = df[(df.variant == a) & (df.ipc == ipc)].set_index("seed")[col]
+            y = df[(df.variant == b) & (df.ipc == ipc)].set_index("seed")[col]
+            common = x.index.intersection(y.index)
+            if common.empty:
+                continue
+            d = x[common] - y[common]
+            rows.append({"A": a, "B": b, "IPC": int(ipc), "A (%)": _mean_std(x[common]),
+                         "B (%)": _mean_std(y[common]), "A − B (points)": _mean_std(d),
+                         "seeds": len(common)})
+    return pd.DataFrame(rows)
+
+
+def w2_table(df: pd.DataFrame, variants=("ddoq", "ddoq-sqrt", "wmdd")) -> pd.DataFrame:
+    """The methods' own W2 with their weights vs uniform weights, and the % reduction, per IPC."""
+    sub = df[df.variant.isin(variants) & df.w2_weighted.notna()]
+    if sub.empty:
+        return pd.DataFrame()
+    g = sub.groupby(["variant", "ipc"])
+    out = g.agg(w2_weighted=("w2_weighted", "mean"), w2_uniform=("w2_uniform", "mean"),
+                reduction_pct=("w2_reduction_pct", "mean"), runs=("run", "count"))
+    return out.round(4)
+
+
+def stage_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean wall time (s) of each distillation stage and of the whole distillation, per
+    variant and IPC."""
+    cols = [c for c in df.columns if c.startswith("t_")]
+    out = df.groupby(["variant", "ipc"])[cols].mean().round(2)
+    out.columns = [c[2:] for c in cols]
+    return out.dropna(axis=1, how="all")
+
+
+def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Who made the records: per profile, the commits, CPUs, seeds, run count and total wall time."""
+    g = df.groupby("profile")
+    return pd.DataFrame({
+        "runs": g["run"].count(),
+        "seeds": g["seed"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.unique()))),
+        "student epochs": g["epochs"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),
+        "test images": g["test_size"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),
+        "commits": g["commit"].apply(lambda s: ", ".join(sorted({str(c)[:10] for c in s}))),
+        "machines": g["cpu"].apply(lambda s: ", ".join(sorted({str(c) for c in s}))),
+        "total wall time (h)": g["wall_time_s"].sum().div(3600).round(2),
+        "first / last record": g["created"].apply(lambda s: f"{min(s)} / {max(s)}"),
+    })

@@ -1,0 +1,269 @@
+"""Papermill sweeps: profile grid → one executed notebook and one result record per run.
+
+A *profile* (``profiles/<name>.yaml``) names the runs: ``variants`` × ``ipc`` × ``seeds``,
+with shared notebook ``parameters`` (and optional per-IPC overrides). Each run executes
+``notebooks/experiment.py`` (read with jupytext) through papermill and produces
+
+* ``<notebooks>/<run>.ipynb`` — the executed notebook (``book/runs/`` for the book), and
+* ``<records>/<run>.json`` — its result record (schema in :mod:`pqlib.results`), and
+* ``<records>/distilled/<run>/`` — the distilled set (:meth:`DistilledSet.save` layout).
+
+Runs whose notebook and record both exist are skipped (resume). A run executes in a staging
+folder (``<records>/.staging/<run>/``) and is moved into place only when it succeeded, so an interrupted
+sweep leaves no half-written file; a failing run is recorded with its error in
+``<records>/failed/`` and the others go on; the exit status is non-zero if any run failed.
+
+Runs go through an *executor*: anything with ``submit(fn, *args) -> Future``.
+:class:`LocalExecutor` runs them in local kernels (``workers`` at a time); a
+``dask.distributed.Client`` has the same ``submit`` and can be passed instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from .cache import atomic_write
+from .provenance import provenance
+
+__all__ = ["Run", "Profile", "load_profile", "plan", "run_sweep", "LocalExecutor", "REPO",
+           "SweepReport"]
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILE_DIR = REPO / "profiles"
+NOTEBOOK = REPO / "notebooks" / "experiment.py"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A parsed profile file."""
+
+    name: str
+    description: str
+    records: Path
+    notebooks: Path
+    parameters: dict
+    ipc: list[int]
+    seeds: list[int]
+    variants: dict[str, dict]
+    ipc_overrides: dict[int, dict] = field(default_factory=dict)
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Run:
+    """One papermill execution: notebook parameters and where its outputs go."""
+
+    name: str
+    profile: str
+    parameters: dict
+    notebook: Path
+    record: Path
+
+    def done(self) -> bool:
+        return self.notebook.exists() and self.record.exists()
+
+
+def load_profile(profile: str | Path) -> Profile:
+    """Read ``profiles/<profile>.yaml`` (or a path to a YAML file)."""
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"profile {str(profile)!r} not found; profiles: {', '.join(known)}")
+    spec = yaml.safe_load(path.read_text())
+    required = {"parameters", "ipc", "seeds", "variants"}
+    missing = required - set(spec)
+    if missing:
+        raise ValueError(f"profile {str(path)!r} lacks {sorted(missing)}")
+    for name, v in spec["variants"].items():
+        if "method" not in (v or {}):
+            raise ValueError(f"profile {str(path)!r}: variant {name!r} needs a 'method'")
+    return Profile(
+        name=path.stem, description=spec.get("description", ""),
+        records=REPO / spec.get("records", "results"),
+        notebooks=REPO / spec.get("notebooks", "book/runs"),
+        parameters=dict(spec["parameters"]), ipc=list(spec["ipc"]), seeds=list(spec["seeds"]),
+        variants={k: dict(v) for k, v in spec["variants"].items()},
+        ipc_overrides={int(k): dict(v) for k, v in (spec.get("ipc_overrides") or {}).items()},
+        workers=int(spec.get("workers", 1)),
+    )
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(text))
+
+
+def _matches(run: Run, patterns: list[str]) -> bool:
+    """A run matches if every pattern matches: ``key=value`` on its parameters, else a glob
+    on its name."""
+    for pat in patterns:
+        key, sep, value = pat.partition("=")
+        if sep:
+            if str(run.parameters.get(key)) != value:
+                return False
+        elif not fnmatch.fnmatch(run.name, pat if any(c in pat for c in "*?[") else f"*{pat}*"):
+            return False
+    return True
+
+
+def plan(profile: Profile | str, *, only: list[str] | None = None) -> list[Run]:
+    """The runs of a profile, in order (variants outermost, then IPC, then seed)."""
+    if not isinstance(profile, Profile):
+        profile = load_profile(profile)
+    runs = []
+    for variant, spec in profile.variants.items():
+        for ipc in profile.ipc:
+            if "ipc" in spec and ipc not in spec["ipc"]:
+                continue
+            for seed in profile.seeds:
+                params = dict(profile.parameters)
+                params.update(profile.ipc_overrides.get(ipc, {}))
+                params.update({k: v for k, v in spec.items() if k not in ("method", "options", "ipc")})
+                params.update(method=spec["method"], variant=variant,
+                              options=dict(spec.get("options") or {}), ipc=ipc, seed=seed,
+                              profile=profile.name)
+                name = f"{profile.name}-{_slug(params['dataset'])}-{variant}-ipc{ipc}-s{seed}"
+                params["run_name"] = name
+                runs.append(Run(name, profile.name, params, profile.notebooks / f"{name}.ipynb",
+                                profile.records / f"{name}.json"))
+    if only:
+        runs = [r for r in runs if _matches(r, only)]
+    return runs
+
+
+class LocalExecutor:
+    """Runs jobs in this process's threads; each run starts its own Jupyter kernel process."""
+
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, int(workers))
+        self._pool = ThreadPoolExecutor(self.workers)
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBOOK) -> dict:
+    """Execute one run with papermill; move its outputs into place on success.
+
+    Returns ``{"run", "status": "ok"|"failed", "seconds", "error"}``.
+    """
+    import jupytext
+    import papermill
+
+    stage = run.record.parent / ".staging" / run.name
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    staged_nb, staged_rec, staged_set = stage / "run.ipynb", stage / "record.json", stage / "distilled"
+    params = dict(run.parameters, result_path=str(staged_rec), distilled_dir=str(staged_set))
+    if threads:
+        params["threads"] = threads
+    start = time.perf_counter()
+    error = None
+    try:
+        papermill.execute_notebook(jupytext.read(notebook), str(staged_nb), parameters=params,
+                                   kernel_name="python3", progress_bar=False, cwd=str(REPO))
+        if not staged_rec.exists():
+            raise RuntimeError(f"the notebook finished without writing its record {staged_rec}")
+    except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
+        error = f"{type(err).__name__}: {err}"[-4000:]
+    seconds = time.perf_counter() - start
+    if error is None:
+        record = json.loads(staged_rec.read_text())
+        record.update(run=run.name, profile=run.profile, wall_time_s=round(seconds, 2))
+        run.notebook.parent.mkdir(parents=True, exist_ok=True)
+        run.record.parent.mkdir(parents=True, exist_ok=True)
+        _move(staged_nb, run.notebook)
+        if staged_set.exists():
+            final_set = run.record.parent / "distilled" / run.name
+            shutil.rmtree(final_set, ignore_errors=True)
+            final_set.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staged_set), str(final_set))
+        with atomic_write(run.record, "w") as f:
+            json.dump(record, f, indent=2)
+            f.write("\n")
+    else:
+        failed = run.record.parent / "failed"
+        failed.mkdir(parents=True, exist_ok=True)
+        if staged_nb.exists():
+            _move(staged_nb, failed / f"{run.name}.ipynb")
+        with atomic_write(failed / f"{run.name}.json", "w") as f:
+            json.dump({"run": run.name, "status": "failed", "error": error,
+                       "parameters": run.parameters, "seconds": round(seconds, 2),
+                       **provenance()}, f, indent=2, default=str)
+    shutil.rmtree(stage, ignore_errors=True)
+    return {"run": run.name, "status": "ok" if error is None else "failed",
+            "seconds": round(seconds, 2), "error": error}
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Move ``src`` onto ``dst`` atomically (copy to a temporary beside ``dst``, then rename)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did."""
+
+    profile: str
+    planned: int
+    skipped: list[str]
+    ok: list[str]
+    failed: dict[str, str]
+    seconds: float
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.failed else 0
+
+
+def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: int | None = None,
+              executor=None, force: bool = False, progress: bool = True) -> SweepReport:
+    """Run every unfinished run of a profile; see the module docstring."""
+    prof = load_profile(profile)
+    runs = plan(prof, only=only)
+    if not runs:
+        raise ValueError(f"no run of profile {prof.name!r} matches --only {only}")
+    todo = [r for r in runs if force or not r.done()]
+    skipped = [r.name for r in runs if r not in todo]
+    shutil.rmtree(prof.records / ".staging", ignore_errors=True)  # leftovers of an interrupted sweep
+    workers = workers or prof.workers
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    own = executor is None
+    executor = executor or LocalExecutor(workers)
+    ok, failed = [], {}
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"sweep {prof.name}", unit="run", disable=not progress)
+    bar.write(f"sweep {prof.name}: {len(runs)} runs, {len(skipped)} already done, "
+              f"{len(todo)} to run ({workers} at a time)")
+    try:
+        futures = {executor.submit(execute_run, r, threads=threads): r for r in todo}
+        for fut in as_completed(futures):
+            res = fut.result()
+            if res["status"] == "ok":
+                ok.append(res["run"])
+            else:
+                failed[res["run"]] = res["error"]
+                bar.write(f"FAILED {res['run']}: {res['error'].splitlines()[0][:300]}")
+            bar.set_postfix(ok=len(ok), failed=len(failed))
+            bar.update(1)
+    finally:
+        bar.close()
+        if own:
+            executor.shutdown()
+    return SweepReport(prof.name, len(runs), skipped, ok, failed, time.perf_counter() - start)

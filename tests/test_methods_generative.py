@@ -1,0 +1,128 @@
+"""D4M, DDOQ, WMDD and DM: shapes, weights, the DDOQ/D4M identity, WMDD's loss, bad inputs.
+
+The pushforward methods run on a 300-image slice of MNIST with a small randomly initialised
+latent diffusion prior (fast, behaviour only); WMDD and DM run on scikit-learn digits with a
+small digits teacher.
+"""
+
+import pytest
+import torch
+
+from pqlib.data import load
+from pqlib.methods import distill
+from pqlib.priors import PixelPrior, TinyConfig, TinyLatentDiffusion
+
+SMALL = TinyConfig(vae_channels=(8, 16, 16), vae_norm_groups=4, unet_channels=(16, 32),
+                   unet_norm_groups=8, unet_layers_per_block=1)
+FAST = dict(steps=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def mnist_slice():
+    return load("mnist").subset(torch.arange(300))
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return TinyLatentDiffusion.random(SMALL, seed=0, scaling_factor=0.7)
+
+
+def _check_set(d, ipc, num_classes, image_shape):
+    assert d.images.shape == (ipc * num_classes, *image_shape)
+    assert torch.bincount(d.labels, minlength=num_classes).tolist() == [ipc] * num_classes
+    sums = torch.zeros(num_classes).index_add_(0, d.labels, d.weights)
+    torch.testing.assert_close(sums, torch.ones(num_classes))
+    assert (d.weights >= 0).all() and 0 <= d.images.min() and d.images.max() <= 1
+
+
+@pytest.mark.parametrize("method", ["d4m", "ddoq"])
+def test_pushforward_methods_shapes_and_meta(method, mnist_slice, prior):
+    d = distill(method, mnist_slice, 3, seed=0, prior=prior, **FAST)
+    _check_set(d, 3, 10, (1, 28, 28))
+    assert set(d.meta["stage_seconds"]) == {"encode", "quantize", "decode"}
+    w2 = d.meta["w2_latent"]
+    assert w2["weighted"] > 0 and w2["uniform"] > 0 and d.meta["prior"] == prior.id
+    if method == "d4m":
+        torch.testing.assert_close(d.weights, torch.full((30,), 1 / 3))
+
+
+def test_ddoq_uniform_equals_d4m(mnist_slice, prior):
+    a = distill("ddoq", mnist_slice, 4, seed=2, prior=prior, weights="uniform", **FAST)
+    b = distill("d4m", mnist_slice, 4, seed=2, prior=prior, **FAST)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert torch.equal(a.weights, b.weights)
+
+
+def test_ddoq_voronoi_weights_lower_latent_w2(mnist_slice, prior):
+    d = distill("ddoq", mnist_slice, 5, seed=0, prior=prior, **FAST)
+    w2 = d.meta["w2_latent"]
+    # Voronoi masses are optimal for the codebook: weighted W2 equals the distortion and
+    # never exceeds the uniform-weight W2, class by class
+    for wt, un in zip(w2["per_class_weighted"], w2["per_class_uniform"]):
+        assert wt <= un + 1e-9
+    assert w2["weighted"] < w2["uniform"]
+    assert w2["weighted"] == pytest.approx(w2["voronoi"], rel=1e-5)
+    assert not torch.allclose(d.weights, torch.full_like(d.weights, 0.2))
+
+
+def test_ddoq_sqrt_weights_and_clvq(mnist_slice, prior):
+    v = distill("ddoq", mnist_slice, 3, seed=0, prior=prior, **FAST)
+    s = distill("ddoq", mnist_slice, 3, seed=0, prior=prior, weights="sqrt", **FAST)
+    # √mass flattens the weights towards uniform
+    assert s.weights.std() < v.weights.std()
+    c = distill("ddoq", mnist_slice, 3, seed=0, prior=prior, quantizer="clvq", **FAST)
+    _check_set(c, 3, 10, (1, 28, 28))
+
+
+def test_pushforward_in_pixel_space(mnist_slice):
+    d = distill("ddoq", mnist_slice, 2, seed=0, prior="pixel", progress=False)
+    _check_set(d, 2, 10, (1, 28, 28))
+    assert d.meta["latent_dim"] == 28 * 28
+
+
+def test_pushforward_bad_inputs(mnist_slice, prior, digits):
+    with pytest.raises(ValueError, match="weights='equal' is not one of"):
+        distill("ddoq", mnist_slice, 2, prior=prior, weights="equal", **FAST)
+    with pytest.raises(ValueError, match="quantizer='faiss' is not one of"):
+        distill("ddoq", mnist_slice, 2, prior=prior, quantizer="faiss", **FAST)
+    with pytest.raises(ValueError, match="was trained on 'mnist' but the data is 'digits'"):
+        distill("d4m", digits, 2, prior=prior, **FAST)
+    smallest = int(mnist_slice.class_counts().min())
+    with pytest.raises(ValueError, match=f"ipc={smallest + 1} is larger than class"):
+        distill("ddoq", mnist_slice, smallest + 1, prior=prior, **FAST)
+    with pytest.raises(ValueError, match="strength"):
+        distill("d4m", mnist_slice, 1, prior=prior, strength=1.5, **FAST)
+
+
+def test_pixel_prior_rejects_other_shapes(digits):
+    with pytest.raises(ValueError, match="takes images"):
+        distill("d4m", digits, 1, prior=PixelPrior((1, 28, 28)), progress=False)
+
+
+@pytest.mark.parametrize("learn_weights", [True, False])
+def test_wmdd_shapes_weights_and_loss_decreases(digits, digits_teacher, learn_weights):
+    d = distill("wmdd", digits, 3, seed=0, teacher=digits_teacher, iterations=60,
+                learn_weights=learn_weights, progress=False)
+    _check_set(d, 3, 10, (1, 8, 8))
+    first, last = d.meta["loss_first_last"]
+    assert last < 0.5 * first
+    if not learn_weights:
+        torch.testing.assert_close(d.weights, torch.full((30,), 1 / 3))
+    else:
+        assert d.meta["w2_feature"]["weighted"] <= d.meta["w2_feature"]["uniform"] + 1e-9
+
+
+def test_wmdd_needs_matching_batchnorm_teacher(digits, mnist_slice, digits_teacher):
+    with pytest.raises(ValueError, match="was trained on 'digits'"):
+        distill("wmdd", mnist_slice, 1, teacher=digits_teacher, iterations=1, progress=False)
+    with pytest.raises(ValueError, match="init='zeros' is not one of"):
+        distill("wmdd", digits, 1, teacher=digits_teacher, init="zeros", progress=False)
+
+
+def test_dm_moves_images_towards_class_statistics(digits):
+    d = distill("dm", digits, 2, seed=0, iterations=15, real_batch=32, progress=False)
+    _check_set(d, 2, 10, (1, 8, 8))
+    start = digits.images[torch.tensor(d.meta["init_indices"])]
+    assert not torch.equal(d.images, start)  # images were optimised
+    again = distill("dm", digits, 2, seed=0, iterations=15, real_batch=32, progress=False)
+    assert torch.equal(d.images, again.images)

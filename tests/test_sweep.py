@@ -1,0 +1,103 @@
+"""Papermill sweeps: runs, resume, failures, interruption; and result tables."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pqlib.results import accuracy_table, load_records
+from pqlib.sweep import load_profile, plan, run_sweep
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _profile(tmp_path, variants, seeds=(0,), name="tiny"):
+    spec = {
+        "description": "test profile",
+        "records": str(tmp_path / "results"),
+        "notebooks": str(tmp_path / "runs"),
+        "parameters": {"dataset": "digits", "epochs": 3, "test_size": 60, "teacher_epochs": 20},
+        "ipc": [1], "seeds": list(seeds), "variants": variants,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_plan_names_and_filters(tmp_path):
+    path = _profile(tmp_path, {"random": {"method": "random"},
+                               "kc": {"method": "kcenter", "options": {}}}, seeds=(0, 1))
+    runs = plan(load_profile(path))
+    assert [r.name for r in runs] == ["tiny-digits-random-ipc1-s0", "tiny-digits-random-ipc1-s1",
+                                      "tiny-digits-kc-ipc1-s0", "tiny-digits-kc-ipc1-s1"]
+    assert runs[2].parameters["method"] == "kcenter" and runs[2].parameters["variant"] == "kc"
+    assert [r.name for r in plan(load_profile(path), only=["seed=1", "kc"])] == ["tiny-digits-kc-ipc1-s1"]
+    with pytest.raises(FileNotFoundError, match="profiles: .*quick"):
+        load_profile("no-such-profile")
+
+
+def test_repository_profiles_are_valid():
+    for name in ("smoke", "quick", "paper"):
+        runs = plan(load_profile(name))
+        assert runs and len({r.name for r in runs}) == len(runs)
+
+
+def test_sweep_runs_resumes_and_records_failures(tmp_path, digits_teacher):
+    path = _profile(tmp_path, {"random": {"method": "random"},
+                               "broken": {"method": "random", "options": {"strength": 0.5}}})
+    report = run_sweep(path, progress=False)
+    assert report.ok == ["tiny-digits-random-ipc1-s0"] and list(report.failed) == ["tiny-digits-broken-ipc1-s0"]
+    assert report.exit_status == 1 and "has no option" in report.failed["tiny-digits-broken-ipc1-s0"]
+    rec_path = tmp_path / "results" / "tiny-digits-random-ipc1-s0.json"
+    rec = json.loads(rec_path.read_text())
+    assert rec["status"] == "ok" and set(rec["accuracy"]) == {"soft", "hard"}
+    assert rec["wall_time_s"] > 0 and rec["commit"] and rec["machine"]["cores"] >= 1
+    assert (tmp_path / "runs" / "tiny-digits-random-ipc1-s0.ipynb").exists()
+    assert (tmp_path / "results" / "distilled" / "tiny-digits-random-ipc1-s0" / "distilled.csv").exists()
+    failed = json.loads((tmp_path / "results" / "failed" / "tiny-digits-broken-ipc1-s0.json").read_text())
+    assert failed["status"] == "failed" and "strength" in failed["error"]
+    assert not (tmp_path / "results" / "tiny-digits-broken-ipc1-s0.json").exists()
+
+    # resume: the finished run is skipped, the failed one is tried again
+    mtime = rec_path.stat().st_mtime_ns
+    again = run_sweep(path, only=["random"], progress=False)
+    assert again.skipped == ["tiny-digits-random-ipc1-s0"] and again.ok == [] and again.exit_status == 0
+    assert rec_path.stat().st_mtime_ns == mtime
+
+    table = accuracy_table(load_records(tmp_path / "results"), "hard")
+    assert list(table.index) == ["random"] and "IPC 1" in table.columns
+
+
+def test_interrupted_sweep_leaves_no_partial_files_and_resumes(tmp_path, digits_teacher):
+    path = _profile(tmp_path, {"random": {"method": "random"}}, seeds=(0, 1, 2))
+    cmd = [sys.executable, "-m", "pqlib.cli", "sweep", "--profile", str(path)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    first = tmp_path / "results" / "tiny-digits-random-ipc1-s0.json"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert first.exists(), "the first run never finished"
+    time.sleep(1.0)  # now inside the second run
+    os.killpg(proc.pid, signal.SIGKILL)  # kill the sweep and its kernel, mid-run
+    proc.wait()
+    records = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
+    notebooks = sorted(p.name for p in (tmp_path / "runs").glob("*"))
+    # only complete runs are in place: every record has its notebook, nothing half-written
+    assert all(not n.startswith(".") for n in records + notebooks)
+    assert {Path(n).stem for n in records} <= {Path(n).stem for n in notebooks}
+    for r in records:
+        json.loads((tmp_path / "results" / r).read_text())
+    mtime = first.stat().st_mtime_ns
+    report = run_sweep(path, progress=False)
+    assert "tiny-digits-random-ipc1-s0" in report.skipped and report.exit_status == 0
+    assert first.stat().st_mtime_ns == mtime
+    assert len(list((tmp_path / "results").glob("*.json"))) == 3
+    assert not (tmp_path / "results" / ".staging").exists() or not any((tmp_path / "results" / ".staging").iterdir())

@@ -129,7 +129,7 @@ def _slug(name: str) -> str:
 
 
 def teacher_config(dataset: str, arch: str = "convnet_bn", *, epochs: int | None = None,
-                   batch_size: int = 256, lr: float = 2e-3, augment: bool = True, seed: int = 0,
+                   batch_size: int = 256, lr: float = 2e-3, augment: bool = False, seed: int = 0,
                    precision: str = "auto") -> dict:
     """The full configuration :func:`train_teacher` would use (its hash names the weights).
 
@@ -144,15 +144,16 @@ def teacher_config(dataset: str, arch: str = "convnet_bn", *, epochs: int | None
 
 
 def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: int | None = None,
-                  batch_size: int = 256, lr: float = 2e-3, augment: bool = True, seed: int = 0,
+                  batch_size: int = 256, lr: float = 2e-3, augment: bool = False, seed: int = 0,
                   precision: str = "auto", device: str | None = None, cache: bool = True,
                   progress: bool = True) -> Teacher:
     """Train (or load from cache) a classifier on the whole training split of ``dataset``.
 
-    AdamW with a one-cycle learning-rate schedule; with ``augment`` the batches get the
-    student augmentation (:func:`~pqlib.augment.default_augmentation`), so that the soft
-    labels the teacher gives to augmented student batches are meaningful. ``epochs=None``
-    picks enough epochs for at least 600 optimiser steps (and at least 3 epochs): 3 on MNIST.
+    AdamW with a one-cycle learning-rate schedule. ``augment=True`` trains on the student
+    augmentation (:func:`~pqlib.augment.default_augmentation`); off by default because on MNIST
+    it costs clean accuracy in a 3-epoch budget (98.3 % vs 99.4 %) and gives worse soft labels
+    (random IPC 10 students: 97.7 % vs 98.9 %). ``epochs=None`` picks enough epochs for at
+    least 600 optimiser steps (and at least 3 epochs): 3 on MNIST.
 
     Weights are looked up by the hash of the configuration, first among the weights shipped
     with pqlib (``pqlib/weights``), then in ``$PQLIB_CACHE/teachers``; a miss trains and

@@ -1,0 +1,193 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # A latent diffusion prior for MNIST
+#
+# ## Overview
+#
+# D4M and DDOQ never quantize pixels. They encode every training image with the VAE of a latent
+# diffusion model, quantize each class's latents, and push the quantized points back to images
+# with an img2img (SDEdit) pass of the diffusion model: noise a latent up to the timestep set by
+# the *strength* $s$, denoise it conditioned on the class, decode it with the VAE.
+#
+# The papers use Stable Diffusion on ImageNet. Its weights cannot be downloaded here, and a laptop
+# CPU could not run it anyway, so pqlib trains its own small latent diffusion model for MNIST from
+# stock `diffusers` parts: an `AutoencoderKL` (1×28×28 images ↔ 4×8×8 latents), a
+# class-conditional `UNet2DModel` with a null class for classifier-free guidance, and DDIM
+# sampling. The same `encode` / `decode` interface drives `StableDiffusionPrior` for readers who
+# have the weights and a GPU.
+#
+# This page loads the trained prior shipped with pqlib (or retrains it with `train=True`), and
+# shows what the decoder does: reconstructions, samples per class, and SDEdit paths from a class
+# centroid at several strengths. A classifier trained on all of MNIST (the *teacher*) judges them.
+
+# %% tags=["hide-output"]
+# On Colab: install pqlib (with its shipped prior weights) if it is not installed yet.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pqlib") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "pqlib @ git+https://github.com/pqlib/pqlib"], check=True)
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+from pqlib.data import load
+from pqlib.priors import load_prior, train_prior
+from pqlib.train import train_teacher
+
+# %% tags=["parameters"]
+dataset = "mnist"   # the prior's training set
+train = False       # True retrains the prior from scratch (~35-40 min on 2 CPU cores)
+n_show = 10         # images per row in the figures
+n_eval = 20         # samples per class for the agreement numbers (the benchmark uses 100)
+seed = 0
+strengths = [0.0, 0.3, 0.5, 0.7, 0.9, 1.0]
+
+
+# %%
+def show(images, nrow, *, title=None, row_labels=None, col_labels=None):
+    """Images (N, C, H, W) in [0, 1] as a grid with ``nrow`` images per row."""
+    n = len(images)
+    rows = (n + nrow - 1) // nrow
+    fig, axes = plt.subplots(rows, nrow, figsize=(0.8 * nrow, 0.8 * rows + (0.4 if title else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        if i < n:
+            ax.imshow(images[i].permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+    for r, label in enumerate(row_labels or []):
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
+    for c, label in enumerate(col_labels or []):
+        axes[0, c].set_title(label, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    plt.show()
+
+
+# %% [markdown]
+# ## The prior
+#
+# `load_prior` finds the shipped weights by the hash of the training configuration; `train_prior`
+# is what `pqlib train-prior --dataset mnist` runs (VAE for one epoch, then the UNet on the
+# encoded training set, with resumable checkpoints).
+
+# %%
+prior = train_prior(dataset).prior if train else load_prior(dataset)
+record = prior.record
+print(prior)
+print(f"trained by `{record.get('command')}` in {record.get('seconds', 0) / 60:.1f} min "
+      f"({record.get('steps')} steps, latent scale {prior.scaling_factor:.3f})")
+
+# %% [markdown]
+# The training losses: the VAE's L1 reconstruction error (pixels in [-1, 1]) and the UNet's
+# ε-prediction error.
+
+# %%
+rows = [row[:3] for row in record.get("losses", [])]  # (phase, step, loss); VAE rows also carry the KL
+losses = pd.DataFrame(rows, columns=["phase", "step", "loss"])
+fig, axes = plt.subplots(1, 2, figsize=(8, 2.6))
+for ax, (phase, label) in zip(axes, [("vae", "VAE L1"), ("unet", "UNet ε-MSE")]):
+    part = losses[losses.phase == phase]
+    ax.plot(part.step, part.loss)
+    ax.set(xlabel="step", ylabel=label, yscale="log")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Reconstructions
+#
+# Strength 0 is a plain VAE round trip: `decode(encode(x), y, strength=0)`. Top row: test images;
+# bottom row: their reconstructions.
+
+# %%
+test, data = load(dataset, "test"), load(dataset, "train")
+x = test.images[:n_show]
+show(torch.cat([x, prior.decode(prior.encode(x, progress=False), test.labels[:n_show], strength=0.0)]), n_show)
+
+# %% [markdown]
+# ## Samples per class
+#
+# Strength 1 starts from pure noise: each row is one class, sampled with 50 DDIM steps and
+# classifier-free guidance 3.
+
+# %%
+classes = torch.arange(data.num_classes).repeat_interleave(n_show)
+samples = prior.sample(classes, seed=seed, progress=False)
+show(samples, n_show, row_labels=list(data.classes))
+
+# %% [markdown]
+# ## SDEdit from a class centroid
+#
+# D4M and DDOQ decode cluster centres. The extreme case is one centre per class: the mean latent
+# of the class (here over 500 training images per class). Decoded as is ($s=0$) it is a smooth,
+# slightly blurred prototype digit; as the strength grows, the diffusion model redraws more of
+# it as a sharp digit of the class, and at $s=1$ it starts from pure noise and keeps nothing of
+# the centroid but the class label.
+
+# %%
+idx = torch.cat([torch.nonzero(data.labels == c)[:500, 0] for c in range(data.num_classes)])
+z = prior.encode(data.images[idx], progress=False)
+means = torch.stack([z[data.labels[idx] == c].mean(0) for c in range(data.num_classes)])
+labels = torch.arange(data.num_classes)
+path = torch.stack([prior.decode(means, labels, strength=s, seed=seed, progress=False) for s in strengths], 1)
+show(path.flatten(0, 1), len(strengths), row_labels=list(data.classes),
+     col_labels=[f"s = {s:g}" for s in strengths])
+
+# %% [markdown]
+# ## How good is it?
+#
+# The teacher labels the prior's outputs. Three numbers: its accuracy on reconstructions of test
+# images, and how often it agrees with the conditioning class on samples and on SDEdits at
+# strength 0.7 from the class means (`n_eval` per class here; `benchmarks/prior_quality.py`
+# measures all 10,000 test images and 100 per class).
+
+# %%
+teacher = train_teacher(dataset, "convnet_bn", progress=False).model.eval()
+
+
+def agreement(images, labels):
+    with torch.no_grad():
+        return 100.0 * (teacher(images).argmax(1) == labels).float().mean().item()
+
+
+ev = torch.arange(data.num_classes).repeat_interleave(n_eval)
+xt, yt = test.images[:1000], test.labels[:1000]
+quality = pd.DataFrame({
+    "measure": ["test images (originals)", "VAE reconstructions",
+                "samples (s = 1)", "SDEdit from class mean (s = 0.7)"],
+    "teacher agrees (%)": [
+        agreement(xt, yt),
+        agreement(prior.decode(prior.encode(xt, progress=False), yt, strength=0.0), yt),
+        agreement(prior.sample(ev, seed=seed + 1, progress=False), ev),
+        agreement(prior.decode(means[ev], ev, strength=0.7, seed=seed + 2, progress=False), ev),
+    ],
+    "images": [len(xt), len(xt), len(ev), len(ev)],
+})
+quality.round(1)
+
+# %% [markdown]
+# The reconstructions keep the class of almost every digit, and the guided samples and SDEdits
+# land in the conditioning class almost always: the decoder is faithful enough that D4M and DDOQ
+# can quantize in its latent space. The acceptance bars (≥ 98 % on reconstructions, ≥ 95 % on
+# samples and on SDEdits) are checked at full size by `benchmarks/prior_quality.py`.

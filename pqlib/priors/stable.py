@@ -1,0 +1,267 @@
+"""``StableDiffusionPrior``: D4M's decoder, diffusers' ``StableDiffusionImg2ImgPipeline`` from a local folder.
+
+Nothing is ever downloaded: the pipeline is loaded with ``local_files_only=True`` from a
+directory in the diffusers layout (``model_index.json``, ``vae/``, ``unet/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``), which is checked before loading.
+
+D4M's generation settings are the defaults: strength 0.7, guidance 8, 50 scheduler steps
+(→ 35 denoising steps), negative prompt ``"cartoon, anime, painting"``, and the class name
+itself as the prompt (D4M's ``gen_syn_image.py`` passes the label text as ``prompt``);
+``prompt_template`` changes that (e.g. ``"a photo of a {name}"``). The scheduler is whatever
+the model directory ships (PNDM for SD v1.5, as in D4M).
+
+Img2img accepts 4-channel latents as ``image`` (they skip the VAE encoder), so latents from
+:meth:`StableDiffusionPrior.encode` — ``vae.encode(2x − 1)`` posterior mean (or a seeded
+sample) × ``vae.config.scaling_factor`` — go straight in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .base import (
+    Prior,
+    check_batch_size,
+    check_images,
+    check_labels,
+    check_latents,
+    check_strength,
+    image_generators,
+)
+
+__all__ = ["StableDiffusionPrior", "check_model_dir", "D4M_NEGATIVE_PROMPT"]
+
+D4M_NEGATIVE_PROMPT = "cartoon, anime, painting"
+
+_WEIGHTS = ("*.safetensors", "*.bin")
+
+
+def check_model_dir(model_dir: str | Path, *, need_text: bool = True) -> Path:
+    """Check that ``model_dir`` holds a Stable Diffusion pipeline in the diffusers layout.
+
+    Raises FileNotFoundError listing every missing part (config files and weight files of
+    ``vae``, ``unet``, ``text_encoder``, the ``tokenizer`` and ``scheduler`` folders).
+    With ``need_text=False`` the text encoder and tokenizer may be absent (prompts are then
+    embedded by a user-supplied ``embed``).
+    """
+    path = Path(model_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"Stable Diffusion model directory {str(path)!r} does not exist; download a diffusers-"
+            f"format model (e.g. stable-diffusion-v1-5) on a machine with network access and pass "
+            f"its local path (pqlib never downloads weights)"
+        )
+    missing = []
+    if not (path / "model_index.json").is_file():
+        missing.append("model_index.json")
+    parts = {"vae": "config.json", "unet": "config.json", "scheduler": "scheduler_config.json"}
+    if need_text:
+        parts.update(text_encoder="config.json", tokenizer=None)
+    for sub, cfg in parts.items():
+        folder = path / sub
+        if not folder.is_dir():
+            missing.append(f"{sub}/")
+            continue
+        if cfg and not (folder / cfg).is_file():
+            missing.append(f"{sub}/{cfg}")
+        if sub in ("vae", "unet", "text_encoder") and not any(
+            f for pattern in _WEIGHTS for f in folder.glob(pattern)
+        ):
+            missing.append(f"{sub}/ weights (*.safetensors or *.bin)")
+        if sub == "tokenizer" and not any(folder.iterdir()):
+            missing.append("tokenizer/ files")
+    if missing:
+        raise FileNotFoundError(
+            f"Stable Diffusion model directory {str(path)!r} is incomplete: missing "
+            f"{', '.join(missing)}; it must be in the diffusers layout (pipeline.save_pretrained)"
+        )
+    return path
+
+
+class StableDiffusionPrior(Prior):
+    """Stable Diffusion img2img as a prior: D4M's encoder and decoder.
+
+    Parameters
+    ----------
+    model_dir : local diffusers-format Stable Diffusion directory (checked first)
+    device : default ``"cuda"`` if available, else ``"cpu"``
+    dtype : default float16 on CUDA, float32 on CPU
+    class_names : names used in the prompts, ``class_names[label]``; needed by :meth:`decode`
+    strength, guidance, steps : img2img defaults (D4M: 0.7, 8.0, 50)
+    negative_prompt : D4M's ``"cartoon, anime, painting"``; ``None`` for none
+    prompt_template : prompt for a class, ``{name}`` is replaced by the class name
+    embed : optional ``embed(prompts: list[str]) -> (n, seq, dim) tensor`` used instead of the
+        pipeline's tokenizer + text encoder (then those may be missing from ``model_dir``)
+    resolution : image side in pixels; default ``unet.config.sample_size × vae_scale_factor``
+
+    Use :meth:`from_pipeline` to wrap an already built pipeline (e.g. tiny test components).
+    """
+
+    name = "stable-diffusion"
+
+    def __init__(self, model_dir: str | Path, *, device=None, dtype=None,
+                 class_names: Sequence[str] | None = None, strength: float = 0.7,
+                 guidance: float = 8.0, steps: int = 50,
+                 negative_prompt: str | None = D4M_NEGATIVE_PROMPT,
+                 prompt_template: str = "{name}",
+                 embed: Callable[[list[str]], torch.Tensor] | None = None,
+                 resolution: int | None = None):
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        check_strength(strength, steps, guidance)
+        path = check_model_dir(model_dir, need_text=embed is None)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        extra = {} if embed is None else {"text_encoder": None, "tokenizer": None}
+        pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
+            str(path), local_files_only=True, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False, torch_dtype=dtype, **extra,
+        )
+        self._setup(pipe.to(device), source=str(path), class_names=class_names, strength=strength,
+                    guidance=guidance, steps=steps, negative_prompt=negative_prompt,
+                    prompt_template=prompt_template, embed=embed, resolution=resolution)
+
+    @classmethod
+    def from_pipeline(cls, pipeline, *, source: str = "components", **kwargs) -> StableDiffusionPrior:
+        """Wrap a built ``StableDiffusionImg2ImgPipeline`` (same keyword arguments as the constructor)."""
+        self = cls.__new__(cls)
+        check_strength(kwargs.get("strength", 0.7), kwargs.get("steps", 50), kwargs.get("guidance", 8.0))
+        self._setup(pipeline, source=source, **kwargs)
+        return self
+
+    def _setup(self, pipe, *, source: str, class_names=None, strength: float = 0.7,
+               guidance: float = 8.0, steps: int = 50,
+               negative_prompt: str | None = D4M_NEGATIVE_PROMPT, prompt_template: str = "{name}",
+               embed=None, resolution: int | None = None) -> None:
+        if embed is None and (pipe.tokenizer is None or pipe.text_encoder is None):
+            raise ValueError("the pipeline has no tokenizer/text_encoder; pass embed=callable(prompts)")
+        if "{name}" not in prompt_template:
+            raise ValueError(f"prompt_template={prompt_template!r} must contain '{{name}}'")
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        self.vae = pipe.vae
+        self.device, self.dtype = pipe.vae.device, pipe.vae.dtype
+        self.strength, self.default_guidance, self.steps = float(strength), float(guidance), int(steps)
+        self.negative_prompt = negative_prompt
+        self.prompt_template = prompt_template
+        self._embed = embed
+        self._cache: dict[str, torch.Tensor] = {}
+        factor = pipe.vae_scale_factor
+        side = resolution or pipe.unet.config.sample_size * factor
+        if side % factor:
+            raise ValueError(f"resolution={side} must be a multiple of the VAE factor {factor}")
+        self.image_shape = (pipe.vae.config.in_channels, side, side)
+        self.latent_shape = (pipe.vae.config.latent_channels, side // factor, side // factor)
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.num_classes = len(self.class_names) if self.class_names is not None else None
+        self.dataset = None
+        self.config = {"source": source, "resolution": side, "strength": self.strength,
+                       "guidance": self.default_guidance, "steps": self.steps,
+                       "negative_prompt": negative_prompt, "prompt_template": prompt_template,
+                       "scheduler": type(pipe.scheduler).__name__,
+                       "dtype": str(self.dtype).replace("torch.", "")}
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def prompts(self, labels) -> list[str]:
+        """The prompt of each label."""
+        if self.class_names is None:
+            raise ValueError("StableDiffusionPrior needs class_names to build prompts; pass "
+                             "class_names=data.classes")
+        return [self.prompt_template.format(name=self.class_names[int(y)]) for y in labels]
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings ``(n, seq, dim)`` of ``prompts`` (cached per prompt)."""
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+        if todo:
+            if self._embed is not None:
+                emb = self._embed(todo)
+            else:
+                with torch.no_grad():
+                    emb = self.pipe.encode_prompt(todo, self.device, 1, False)[0]
+            emb = torch.as_tensor(emb)
+            if emb.ndim != 3 or emb.shape[0] != len(todo):
+                raise ValueError(f"embed returned shape {tuple(emb.shape)} for {len(todo)} prompts; "
+                                 f"expected ({len(todo)}, seq, dim)")
+            for p, e in zip(todo, emb):
+                self._cache[p] = e.to(self.device, self.dtype)
+        return torch.stack([self._cache[p] for p in prompts])
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, *, sample: bool = False, seed: int = 0,
+               batch_size: int = 8, progress: bool = True) -> torch.Tensor:
+        """``vae.encode(2x − 1)`` posterior mean (or seeded sample) × scaling factor.
+
+        images : (N, 3, H, W) in [0, 1] at the prior's resolution → latents (N, 4, H/8, W/8)
+        float32 on the CPU.
+        """
+        images = check_images(images, self.image_shape)
+        check_batch_size(batch_size)
+        n = len(images)
+        gens = image_generators(seed, n) if sample else None
+        out = torch.empty((n, *self.latent_shape))
+        for i in tqdm(range(0, n, batch_size), desc="encode", disable=not progress or n <= batch_size):
+            x = (images[i : i + batch_size] * 2 - 1).to(self.device, self.dtype)
+            dist = self.vae.encode(x).latent_dist
+            z = dist.mean if gens is None else dist.sample(generator=gens[i : i + batch_size])
+            out[i : i + batch_size] = (z * self.scaling_factor).float().cpu()
+        return out
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, labels, *, strength: float | None = None,
+               steps: int | None = None, guidance: float | None = None, seed: int = 0,
+               batch_size: int = 4, progress: bool = True) -> torch.Tensor:
+        """Img2img from scaled latents with class-name prompts (D4M's decoder).
+
+        Parameters
+        ----------
+        latents : (N, 4, H/8, W/8), scaled by ``vae.config.scaling_factor``
+        labels : (N,) class indices into ``class_names``
+        strength, steps, guidance : default to the prior's (D4M: 0.7, 50, 8.0). Strength 0 is
+            a plain VAE decode; strength 1 starts from pure noise (latents replaced by zeros,
+            so the first timestep sees only noise)
+        seed : one generator per image derived from it (independent of ``batch_size``)
+
+        Returns
+        -------
+        images : float32 (N, 3, H, W) in [0, 1], on the CPU
+        """
+        strength = self.strength if strength is None else strength
+        steps = self.steps if steps is None else steps
+        check_strength(strength, steps, guidance)
+        check_batch_size(batch_size)
+        latents = check_latents(latents, self.latent_shape)
+        labels = check_labels(labels, len(latents), self.num_classes)
+        guidance = self.default_guidance if guidance is None else float(guidance)
+        n = len(latents)
+        out = torch.empty((n, *self.image_shape))
+        gens = image_generators(seed, n)
+        denoise = min(int(steps * strength), steps) > 0
+        prompts = self.prompts(labels) if denoise else None
+        neg = None
+        if denoise and guidance > 1:
+            neg_text = self.negative_prompt or ""
+            neg = self.embed([neg_text])
+        for i in tqdm(range(0, n, batch_size), desc=f"decode s={strength:g}", disable=not progress):
+            z = latents[i : i + batch_size].to(self.device, self.dtype)
+            if not denoise:
+                x = self.vae.decode(z / self.scaling_factor).sample
+                out[i : i + batch_size] = ((x.float().cpu() + 1) / 2).clamp(0, 1)
+                continue
+            if strength >= 1.0:
+                z = torch.zeros_like(z)
+            pe = self.embed(prompts[i : i + batch_size])
+            x = self.pipe(
+                prompt_embeds=pe,
+                negative_prompt_embeds=None if neg is None else neg.expand(len(z), -1, -1),
+                image=z, strength=float(strength), guidance_scale=guidance,
+                num_inference_steps=steps, generator=gens[i : i + batch_size], output_type="pt",
+            ).images
+            out[i : i + batch_size] = x.float().cpu().clamp(0, 1)
+        return out

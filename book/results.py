@@ -35,7 +35,7 @@ except ImportError:  # Colab
     # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
     raise
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
@@ -58,7 +58,7 @@ print(f"reference run: {len(paper)} records; this build: {len(build)} records "
 # labels on every augmented batch (the D4M / RDED protocol). *Hard labels*: cross-entropy on
 # the class labels (the protocol of the published MNIST numbers).
 
-# %%
+# %% tags=["hide-input"]
 def show(df, title):
     if df.empty:
         display(Markdown(f"*{title}: no records yet.*"))
@@ -73,18 +73,18 @@ show(paper, "Reference run")
 # %% [markdown]
 # Provenance of these records:
 
-# %%
+# %% tags=["hide-input"]
 if not paper.empty:
     display(results.provenance_table(paper))
 
 # %% [markdown]
 # ## Paper-reported numbers
 #
-# **MNIST anchors** (ConvNet-3, hard labels, as collected in REFERENCE.md from the dataset
-# distillation literature) — compare with the hard-label table above. *Paper-reported, not
+# **MNIST anchors** (ConvNet-3, hard labels, as reported by the DC, DSA and DM papers and the
+# dataset-distillation benchmarks that repeat them) — compare with the hard-label table above. *Paper-reported, not
 # measured here.*
 
-# %%
+# %% tags=["hide-input"]
 reported = results.paper_reported()
 reported["mnist_anchors"]
 
@@ -92,13 +92,13 @@ reported["mnist_anchors"]
 # **DDOQ and its baselines on ImageNet-1K** (ResNet-18 teacher and student, top-1 %,
 # soft labels). *Paper-reported, not measured here.*
 
-# %%
+# %% tags=["hide-input"]
 reported["ddoq_imagenet"]
 
 # %% [markdown]
 # **WMDD** (ResNet-18, top-1 %, mean ± std). *Paper-reported, not measured here.*
 
-# %%
+# %% tags=["hide-input"]
 reported["wmdd"]
 
 # %% [markdown]
@@ -109,7 +109,7 @@ reported["wmdd"]
 # learns barycenter weights and `wmdd-uniform` keeps them equal. Differences are paired by
 # seed; a difference within about one standard deviation is no evidence either way.
 
-# %%
+# %% tags=["hide-input"]
 pairs = [("ddoq", "d4m"), ("ddoq-sqrt", "d4m"), ("ddoq", "ddoq-sqrt"), ("wmdd", "wmdd-uniform")]
 for name, df in (("Reference run", paper), ("This build", build)):
     for kind in ("soft", "hard"):
@@ -126,7 +126,7 @@ for name, df in (("Reference run", paper), ("This build", build)):
 # equals the quantization distortion and can only be lower than with uniform weights on the
 # same points; DDOQ's paper reports about 16 % on ImageNet (paper-reported).
 
-# %%
+# %% tags=["hide-input"]
 for name, df in (("Reference run", paper), ("This build", build)):
     table = results.w2_table(df) if not df.empty else pd.DataFrame()
     if not table.empty:
@@ -137,10 +137,10 @@ for name, df in (("Reference run", paper), ("This build", build)):
 # ## Accuracy against K
 #
 # Test error against images per class on log–log axes. A straight line is a power law
-# $\text{error} \propto K^{\text{slope}}$; the quantization rate of {doc}`../theory` concerns
+# $\text{error} \propto K^{\text{slope}}$; the quantization rate of {doc}`theory` concerns
 # distances, not accuracies, so this is an empirical view, with three points per method.
 
-# %%
+# %% tags=["hide-input"]
 df = paper if not paper.empty else build
 if not df.empty and df.ipc.nunique() >= 2:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -155,7 +155,7 @@ if not df.empty and df.ipc.nunique() >= 2:
 # Wall time of each distillation stage (mean over seeds) on the machine that made the records.
 # DDOQ's weights cost one count per cell on top of D4M: the two bars differ by noise.
 
-# %%
+# %% tags=["hide-input"]
 if not df.empty:
     stages = results.stage_table(df)
     plotting.stage_bars(stages.reindex([i for i in stages.index if i[0] in order]))
@@ -169,7 +169,7 @@ if not df.empty:
 # The records made by the sweep of this build (one seed, shorter protocol; see each run's
 # notebook under {doc}`runs` for its parameters).
 
-# %%
+# %% tags=["hide-input"]
 show(build, "This build")
 if not build.empty:
     display(results.provenance_table(build))

@@ -39,16 +39,16 @@ seed = 0
 profile = "interactive"
 student = "convnet"        # student architecture
 teacher = "convnet_bn"     # soft-label teacher architecture
-teacher_epochs = 0         # teacher training epochs (0 = pqlib's default; cached by config)
+teacher_epochs = 0         # teacher training epochs; 0 means the pqlib default
 epochs = 300               # student epochs over the distilled set
 soft_labels = True         # train a student with the teacher's soft labels
 hard_labels = True         # train a student with hard labels
-train_size = 0             # distill from the first N training images (0 = the whole split)
-test_size = 0              # evaluate on the first N test images (0 = the whole test split)
-threads = 0                # torch threads (0 = leave the default)
+train_size = 0             # distill from the first N training images; 0 means all
+test_size = 0              # evaluate on the first N test images; 0 means all
+threads = 0                # torch threads; 0 keeps the default
 run_name = None
-result_path = None         # where to write the result record (None = do not write)
-distilled_dir = None       # where to save the distilled set (None = do not save)
+result_path = None         # where to write the result record; None writes nothing
+distilled_dir = None       # where to save the distilled set; None saves nothing
 
 # %%
 import time

@@ -36,7 +36,7 @@ from .distilled import DistilledSet
 from .models import build
 
 __all__ = ["Teacher", "train_teacher", "load_teacher", "train_student", "evaluate",
-           "resolve_precision", "default_device", "TEACHER_RECIPE"]
+           "resolve_precision", "default_device", "autocast", "TEACHER_RECIPE"]
 
 TEACHER_RECIPE = 2  # bump when the teacher training code changes meaning
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -60,7 +60,8 @@ def resolve_precision(precision: str = "auto", device: torch.device | str | None
     return precision
 
 
-def _autocast(precision: str, device: torch.device | str = "cpu"):
+def autocast(precision: str, device: torch.device | str = "cpu"):
+    """``torch.autocast`` to bfloat16 when ``precision == "bf16"``, a no-op context otherwise."""
     kind = torch.device(device).type
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -76,7 +77,7 @@ def evaluate(model: nn.Module, testset: data_mod.ImageSet, *, batch_size: int = 
     correct = 0
     for i in range(0, len(testset), batch_size):
         x = testset.images[i : i + batch_size].to(device)
-        with _autocast(precision, device):
+        with autocast(precision, device):
             pred = model(x).argmax(1).cpu()
         correct += int((pred == testset.labels[i : i + batch_size]).sum())
     model.train(was_training)
@@ -192,7 +193,7 @@ def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: i
                 idx = perm[i : i + batch_size]
                 x = train.images[idx].to(device)
                 x = x if aug is None else aug(x)
-                with _autocast(precision, device):
+                with autocast(precision, device):
                     loss = F.cross_entropy(model(x), train.labels[idx].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -318,14 +319,14 @@ def train_student(distilled: DistilledSet, *, arch: str = "convnet", teacher: Te
                     src = src.to(device)
                     w = lam * w + (1 - lam) * w[src]
                 w = w / w.mean().clamp_min(1e-12)
-                with _autocast(precision, device):
+                with autocast(precision, device):
                     logits = model(x).float()
                 if teacher is None:
                     loss_i = F.cross_entropy(logits, y, reduction="none")
                     if cutmix:
                         loss_i = lam * loss_i + (1 - lam) * F.cross_entropy(logits, y[src], reduction="none")
                 else:
-                    with torch.no_grad(), _autocast(precision, device):
+                    with torch.no_grad(), autocast(precision, device):
                         target = teacher.model(x).float()
                     loss_i = F.kl_div(F.log_softmax(logits / temperature, 1),
                                       F.log_softmax(target / temperature, 1),

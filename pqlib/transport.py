@@ -11,9 +11,9 @@ in the input's dtype and device.
 
 References
 ----------
-.. [1] R. Flamary et al., "POT: Python Optimal Transport", JMLR 22(78), 2021.
-.. [2] M. Cuturi and A. Doucet, "Fast computation of Wasserstein barycenters", ICML 2014.
-.. [3] H. Liu et al., "Dataset Distillation via the Wasserstein Metric", arXiv:2311.18531.
+.. [Flamary2021] R. Flamary et al., "POT: Python Optimal Transport", JMLR 22(78), 2021.
+.. [Cuturi2014] M. Cuturi and A. Doucet, "Fast computation of Wasserstein barycenters", ICML 2014.
+.. [Liu2023] H. Liu et al., "Dataset Distillation via the Wasserstein Metric", arXiv:2311.18531.
 """
 
 from __future__ import annotations
@@ -135,10 +135,10 @@ def barycenter(x: torch.Tensor, k: int, *, a: torch.Tensor | None = None,
     """Free-support Wasserstein barycenter of one empirical measure with K support points.
 
     Minimises W2²(Σ_i a_i δ_{x_i}, Σ_j b_j δ_{y_j}) over the support y (and, with
-    ``learn_weights``, the weights b on the simplex) by alternating [3]_:
+    ``learn_weights``, the weights b on the simplex) by alternating [Liu2023]_:
 
     1. positions: one fixed-point step y_j ← Σ_i P_ij x_i / b_j with the optimal plan P
-       (``ot.lp.free_support_barycenter`` with ``b=weights``, [2]_);
+       (``ot.lp.free_support_barycenter`` with ``b=weights``, [Cuturi2014]_);
     2. weights: ``weight_steps`` exponentiated-gradient (mirror-descent) steps on the simplex,
        b ← b·exp(−η v) / Z, where v is the centred dual potential of the exact OT problem for
        the marginal b (a subgradient of W2² in b). η starts at 1 / (max v − min v) and is

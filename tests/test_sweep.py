@@ -26,7 +26,7 @@ def _profile(tmp_path, variants, seeds=(0,), name="tiny"):
         "ipc": [1], "seeds": list(seeds), "variants": variants,
     }
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 

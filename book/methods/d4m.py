@@ -27,7 +27,7 @@
 #
 # The paper (ImageNet, Stable Diffusion v1.5) decodes with strength 0.7, guidance 8 and class-name
 # prompts, and trains students on the teacher's soft labels. Here the prior is the MNIST latent
-# diffusion model trained by this repository ({doc}`../notebooks/prior`); the
+# diffusion model trained by this repository ({doc}`/notebooks/prior`); the
 # `StableDiffusionPrior` runs the paper's setting on a GPU ({doc}`../reproduce`).
 
 # %% tags=["remove-cell"]
@@ -37,7 +37,7 @@ except ImportError:  # Colab
     # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
     raise
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 
 from pqlib import plotting
@@ -53,5 +53,5 @@ plt.show()
 # All weights are $1/10$. Compare the images with DDOQ's ({doc}`ddoq`): they are the same
 # (same codebook, same seed); only the weights differ.
 
-# %%
+# %% tags=["hide-input"]
 plotting.show_run("d4m", 10);

@@ -38,7 +38,7 @@
 #
 # **Choices made here.** Latents are the posterior *mean* of the VAE (D4M's code draws a
 # posterior sample: `sample_latents=True`); the decoder is the shipped MNIST latent diffusion
-# model ({doc}`../notebooks/prior`) at img2img strength 0.7 with 50 DDIM steps and
+# model ({doc}`/notebooks/prior`) at img2img strength 0.7 with 50 DDIM steps and
 # classifier-free guidance 3.
 
 # %% tags=["remove-cell"]
@@ -48,7 +48,7 @@ except ImportError:  # Colab
     # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
     raise
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 
 from pqlib import plotting
@@ -66,12 +66,12 @@ plt.show()
 # it. Unequal weights are the point: a centroid that stands for a large part of its class
 # counts for more in training.
 
-# %%
+# %% tags=["hide-input"]
 plotting.show_run("ddoq", 10);
 
 # %% [markdown]
 # With $\sqrt{\text{mass}}$ weights the same images are kept and the weights are flattened
 # towards uniform:
 
-# %%
+# %% tags=["hide-input"]
 plotting.show_run("ddoq-sqrt", 10);

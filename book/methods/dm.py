@@ -40,7 +40,7 @@ except ImportError:  # Colab
     # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
     raise
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 
 from pqlib import plotting
@@ -53,5 +53,5 @@ plt.show()
 # %% [markdown]
 # ## Distilled MNIST, 10 images per class
 
-# %%
+# %% tags=["hide-input"]
 plotting.show_run("dm", 10);

@@ -37,7 +37,7 @@ except ImportError:  # Colab
     # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
     raise
 
-# %%
+# %% tags=["hide-input"]
 from pqlib import plotting
 
 plotting.set_theme()
@@ -45,13 +45,13 @@ plotting.set_theme()
 # %% [markdown]
 # ## Random real images, 10 per class
 
-# %%
+# %% tags=["hide-input"]
 plotting.show_run("random", 10);
 
 # %% [markdown]
 # ## Herding, 10 per class
 
-# %%
+# %% tags=["hide-input"]
 plotting.show_run("herding", 10);
 
 # %% [markdown]
@@ -59,5 +59,5 @@ plotting.show_run("herding", 10);
 #
 # k-center favours outliers: the farthest-point rule picks unusual writing styles first.
 
-# %%
+# %% tags=["hide-input"]
 plotting.show_run("kcenter", 10);

@@ -43,7 +43,7 @@ except ImportError:  # Colab
     # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
     raise
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 
 from pqlib import plotting
@@ -59,11 +59,11 @@ plt.show()
 #
 # Synthesised from noise; the number under each image is its barycenter weight.
 
-# %%
+# %% tags=["hide-input"]
 plotting.show_run("wmdd", 10);
 
 # %% [markdown]
 # The unweighted ablation (equal masses):
 
-# %%
+# %% tags=["hide-input"]
 plotting.show_run("wmdd-uniform", 10);

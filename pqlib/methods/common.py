@@ -54,16 +54,26 @@ def fingerprint(data: ImageSet) -> str:
 
 
 def _cached(kind: str, key: str, compute) -> tuple[torch.Tensor, bool]:
-    path = cache_dir(kind) / f"{key}.safetensors"
-    if path.exists():
-        try:
-            return load_file(str(path))["x"], True
-        except Exception:  # a damaged cache entry is recomputed
-            path.unlink()
-    x = compute().contiguous()
-    with atomic_write(path) as f:
-        f.write(save({"x": x}))
-    return x, False
+    """Load ``$PQLIB_CACHE/<kind>/<key>.safetensors`` or compute and store it.
+
+    A lock file makes concurrent runs (sweep workers) compute an entry once: the second
+    waits and then loads what the first wrote.
+    """
+    import fcntl
+
+    folder = cache_dir(kind)
+    path = folder / f"{key}.safetensors"
+    with open(folder / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            try:
+                return load_file(str(path))["x"], True
+            except Exception:  # a damaged cache entry is recomputed
+                path.unlink()
+        x = compute().contiguous()
+        with atomic_write(path) as f:
+            f.write(save({"x": x}))
+        return x, False
 
 
 def cached_features(teacher: Teacher, data: ImageSet) -> torch.Tensor:

@@ -27,13 +27,14 @@ from ..augment import default_augmentation
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import build
+from ..train import autocast, resolve_precision
 from .registry import register
 
 
 @register("dm")
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, lr: float = 1.0,
             real_batch: int = 128, arch: str = "convnet", augment: bool = True,
-            progress: bool = True) -> DistilledSet:
+            precision: str = "auto", progress: bool = True) -> DistilledSet:
     """Distribution matching with random ConvNet embeddings.
 
     Parameters
@@ -43,6 +44,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
     real_batch : real images per class per iteration
     arch : embedding network, re-initialised every iteration
     augment : augment real and synthetic images with the same random family
+    precision : embeddings in ``"bf16"`` autocast or ``"fp32"`` (``"auto"``: bf16 where native)
     """
     if iterations < 0:
         raise ValueError(f"iterations={iterations} must be >= 0")
@@ -54,6 +56,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
     opt = torch.optim.SGD([syn], lr=lr, momentum=0.5)
     aug = default_augmentation(data.image_shape) if augment else None
     c, h, _ = data.image_shape
+    precision = resolve_precision(precision)
     history = []
     start = time.perf_counter()
     for _ in tqdm(range(iterations), desc=f"dm ipc={ipc}", disable=not progress, mininterval=2.0):
@@ -68,15 +71,17 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
             if aug is not None:
                 both = aug(torch.cat([real, fake]))
                 real, fake = both[:real_batch], both[real_batch:]
-            with torch.no_grad():
-                target = net.features(real).mean(0)
-            loss = loss + ((target - net.features(fake).mean(0)) ** 2).sum()
+            with torch.no_grad(), autocast(precision):
+                target = net.features(real).float().mean(0)
+            with autocast(precision):
+                embedded = net.features(fake).float().mean(0)
+            loss = loss + ((target - embedded) ** 2).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             syn.clamp_(0, 1)
-        history.append(float(loss))
+        history.append(loss.item())
     seconds = time.perf_counter() - start
     return DistilledSet(syn.detach(), labels, torch.ones(len(labels)), data.classes,
                         {"stage_seconds": {"synthesize": round(seconds, 3)},

@@ -34,7 +34,7 @@ from ..augment import default_augmentation
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import batchnorm_inputs
-from ..train import Teacher
+from ..train import Teacher, autocast, resolve_precision
 from .common import cached_features, resolve_teacher
 from .registry import register
 
@@ -75,7 +75,7 @@ def _bn_moments(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str | None = None,
             learn_weights: bool = True, barycenter_iters: int = 10, iterations: int = 500,
             lr: float = 0.05, bn_weight: float = 1.0, init: str = "noise", jitter: bool = True,
-            progress: bool = True) -> DistilledSet:
+            precision: str = "auto", progress: bool = True) -> DistilledSet:
     """WMDD: images whose teacher features hit per-class barycenter points, with BN regulariser.
 
     Parameters
@@ -88,6 +88,8 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     bn_weight : λ, weight of the per-class BatchNorm-statistics term
     init : ``"noise"`` (uniform noise, the paper) or ``"real"`` (random real images)
     jitter : random augmentation of the synthetic batch at every step
+    precision : teacher forward/backward in ``"bf16"`` autocast or ``"fp32"`` (``"auto"``: bf16
+        where it is native); the statistics and the losses are computed in float32
     """
     from ..transport import barycenter, wasserstein2
 
@@ -129,6 +131,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, iterations))))
     aug = default_augmentation(data.image_shape) if jitter else None
     model = teacher.model.eval()
+    precision = resolve_precision(precision)
     for p in model.parameters():
         p.requires_grad_(False)
     history = []
@@ -136,13 +139,14 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
         with batchnorm_inputs(model) as rec:
             for _ in tqdm(range(iterations), desc=f"wmdd ipc={ipc}", disable=not progress, mininterval=2.0):
                 x = aug(syn) if aug is not None else syn
-                f = model.features(x)
+                with autocast(precision):
+                    f = model.features(x).float()
                 feature_loss = ((f - targets) ** 2).sum(1).mean()
                 bn_loss = torch.zeros(())
                 for c in range(data.num_classes):
                     rows = slice(c * ipc, (c + 1) * ipc)
                     for t, (mu, var) in zip(rec.inputs, stats[c]):
-                        m, v = _bn_moments(t[rows])
+                        m, v = _bn_moments(t[rows].float())
                         bn_loss = bn_loss + ((m - mu) ** 2).sum() + ((v - var) ** 2).sum()
                 loss = feature_loss + bn_weight * bn_loss / data.num_classes
                 opt.zero_grad(set_to_none=True)

@@ -87,16 +87,25 @@ class StableDiffusionPrior(Prior):
 
     Parameters
     ----------
-    model_dir : local diffusers-format Stable Diffusion directory (checked first)
-    device : default ``"cuda"`` if available, else ``"cpu"``
-    dtype : default float16 on CUDA, float32 on CPU
-    class_names : names used in the prompts, ``class_names[label]``; needed by :meth:`decode`
-    strength, guidance, steps : img2img defaults (D4M: 0.7, 8.0, 50)
-    negative_prompt : D4M's ``"cartoon, anime, painting"``; ``None`` for none
-    prompt_template : prompt for a class, ``{name}`` is replaced by the class name
-    embed : optional ``embed(prompts: list[str]) -> (n, seq, dim) tensor`` used instead of the
-        pipeline's tokenizer + text encoder (then those may be missing from ``model_dir``)
-    resolution : image side in pixels; default ``unet.config.sample_size × vae_scale_factor``
+    model_dir : str or Path
+        Local diffusers-format Stable Diffusion directory (checked before loading).
+    device : str, optional
+        Default ``"cuda"`` if available, else ``"cpu"``.
+    dtype : torch.dtype, optional
+        Default float16 on CUDA, float32 on CPU.
+    class_names : sequence of str, optional
+        Names used in the prompts, ``class_names[label]``; needed by :meth:`decode`.
+    strength, guidance, steps : float, float, int
+        img2img defaults (D4M: 0.7, 8.0, 50).
+    negative_prompt : str or None
+        D4M's ``"cartoon, anime, painting"``; ``None`` for none.
+    prompt_template : str
+        Prompt for a class; ``{name}`` is replaced by the class name.
+    embed : callable, optional
+        ``embed(prompts) -> (n, seq, dim)`` tensor used instead of the pipeline's tokenizer and
+        text encoder (then those may be missing from ``model_dir``).
+    resolution : int, optional
+        Image side in pixels; default ``unet.config.sample_size × vae_scale_factor``.
 
     Use :meth:`from_pipeline` to wrap an already built pipeline (e.g. tiny test components).
     """

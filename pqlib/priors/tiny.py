@@ -170,7 +170,7 @@ def default_config(dataset: str = "mnist", data=None) -> TinyConfig:
 
 
 def to_model_space(images: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
-    """[0, 1] images ``(N, *cfg.image_shape)`` → zero-padded ``pad_to``² images in [-1, 1]."""
+    """[0, 1] images ``(N, *cfg.image_shape)`` → zero-padded images of side ``pad_to`` in [-1, 1]."""
     _, h, w = cfg.image_shape
     p = cfg.pad_to
     top, left = (p - h) // 2, (p - w) // 2
@@ -227,11 +227,16 @@ class TinyLatentDiffusion(Prior):
 
     Parameters
     ----------
-    config : the architecture / recipe it was built from
-    vae : ``diffusers.AutoencoderKL`` (its ``config.scaling_factor`` scales the latents)
-    unet : ``diffusers.UNet2DModel`` with ``num_class_embeds = num_classes + 1``
-    clip_range : predicted clean latents are clipped to ``[-clip_range, clip_range]``
-    record : training record (wall time, losses, versions), kept for reports
+    config : TinyConfig
+        The architecture / recipe it was built from.
+    vae : diffusers.AutoencoderKL
+        Its ``config.scaling_factor`` scales the latents.
+    unet : diffusers.UNet2DModel
+        With ``num_class_embeds = num_classes + 1`` (the last class is the null class).
+    clip_range : float
+        Predicted clean latents are clipped to ``[-clip_range, clip_range]``.
+    record : dict, optional
+        Training record (wall time, losses, versions), kept for reports.
 
     Use :func:`pqlib.priors.load_prior` for the trained default and
     :func:`pqlib.priors.train_prior` to train one; :meth:`random` builds an untrained one.
@@ -281,7 +286,7 @@ class TinyLatentDiffusion(Prior):
     # ---------------------------------------------------------------------- pixel ↔ model space
 
     def to_model_space(self, images: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images ``(N, C, H, W)`` → zero-padded ``pad_to``² images in [-1, 1]."""
+        """[0, 1] images ``(N, C, H, W)`` → zero-padded images of side ``pad_to`` in [-1, 1]."""
         return to_model_space(images, self.tiny_config)
 
     def to_image_space(self, x: torch.Tensor) -> torch.Tensor:
@@ -302,14 +307,14 @@ class TinyLatentDiffusion(Prior):
 
         Parameters
         ----------
-        images : tensor of shape (N, C, H, W) = (N, *image_shape), values in [0, 1]
+        images : tensor of shape ``(N, C, H, W)`` = ``(N, *image_shape)``, values in [0, 1]
         sample : draw from the VAE posterior (seeded) instead of returning its mean
         seed : seeds the posterior noise (``sample=True`` only)
         batch_size : images per VAE call
 
         Returns
         -------
-        latents : float32 tensor of shape (N, *latent_shape), multiplied by ``scaling_factor``
+        latents : float32 tensor of shape ``(N, *latent_shape)``, multiplied by ``scaling_factor``
         """
         images = check_images(images, self.image_shape)
         check_batch_size(batch_size)
@@ -332,7 +337,7 @@ class TinyLatentDiffusion(Prior):
 
         Parameters
         ----------
-        latents : tensor of shape (N, *latent_shape), scaled as :meth:`encode` returns them
+        latents : tensor of shape ``(N, *latent_shape)``, scaled as :meth:`encode` returns them
         labels : int tensor of shape (N,) in [0, num_classes), or one int for all
         strength : in [0, 1]. DDIM runs the last ``int(steps * strength)`` of ``steps``
             trailing-spaced timesteps, after noising the latents to the first of them with
@@ -346,7 +351,7 @@ class TinyLatentDiffusion(Prior):
 
         Returns
         -------
-        images : float32 tensor of shape (N, *image_shape), values in [0, 1]
+        images : float32 tensor of shape ``(N, *image_shape)``, values in [0, 1]
         """
         check_strength(strength, steps, guidance)
         check_batch_size(batch_size)

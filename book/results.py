@@ -28,12 +28,6 @@
 # Numbers from the papers are in their own tables, marked *paper-reported*; they were measured
 # on other data (ImageNet-scale) with other networks and are not comparable number for number.
 
-# %% tags=["remove-cell"]
-try:
-    import pqlib  # noqa: F401
-except ImportError:  # Colab
-    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
-    raise
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

@@ -22,11 +22,14 @@
 # (the accuracy ablations are in {doc}`../book/results`).
 
 # %% tags=["remove-cell"]
-try:
-    import pqlib  # noqa: F401
-except ImportError:  # Colab
-    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
-    raise
+# On Colab: install pqlib if it is not installed yet.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pqlib") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "pqlib @ git+https://github.com/pqlib/pqlib"], check=True)
 
 # %% tags=["parameters"]
 dataset = "mnist"

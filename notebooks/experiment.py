@@ -22,12 +22,14 @@
 # dataset × method × IPC × seed of a profile; the pages under *Runs* are those executions.
 
 # %% tags=["remove-cell"]
-# Colab / Binder: install pqlib when it is missing.
-try:
-    import pqlib  # noqa: F401
-except ImportError:  # pragma: no cover
-    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
-    raise
+# On Colab: install pqlib if it is not installed yet.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pqlib") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "pqlib @ git+https://github.com/pqlib/pqlib"], check=True)
 
 # %% tags=["parameters"]
 dataset = "mnist"          # mnist, digits, imagefolder:PATH, cifar10:PATH

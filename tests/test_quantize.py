@@ -133,6 +133,111 @@ def test_same_seed_same_result(blobs):
     assert not torch.equal(c.points, d.points)
 
 
+def lloyd_reference(x, points, iters):
+    """Plain Lloyd in float64: every row against every point, every iteration. Empty cells are
+    re-seeded as pqlib does, at the rows farthest from their current point."""
+    x, points = x.double(), points.double()
+    history = []
+    for t in range(iters + 1):
+        d2 = ((x[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+        labels = d2.argmin(1)
+        history.append(float(d2.min(1).values.mean()))
+        if t == iters:
+            return labels, points, history
+        counts = torch.bincount(labels, minlength=len(points))
+        sums = torch.zeros_like(points).index_add_(0, labels, x)
+        new = points.clone()
+        new[counts > 0] = sums[counts > 0] / counts[counts > 0, None]
+        empty = (counts == 0).nonzero().flatten()
+        far = ((x - points[labels]) ** 2).sum(1)
+        new[empty] = x[torch.topk(far, len(empty)).indices]
+        points = new
+
+
+def _far_init(x, k, gen, n_far):
+    """k random rows, the last n_far of them moved far away: their cells start empty."""
+    init = x[torch.randperm(len(x), generator=gen)[:k]].clone()
+    init[k - n_far :] = 1e3 * (1 + torch.arange(n_far, dtype=x.dtype))[:, None]
+    return init
+
+
+@pytest.mark.parametrize("n, d, k", [(600, 2, 9), (1500, 8, 25), (400, 30, 40), (300, 3, 1)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("case", ["plain", "empty-cells", "duplicates"])
+def test_bounded_lloyd_equals_plain_lloyd(n, d, k, seed, case):
+    gen = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.randn(max(k // 2, 1), d, generator=gen, dtype=torch.float64)
+    x = centres[torch.randint(len(centres), (n,), generator=gen)]
+    x += torch.randn(n, d, generator=gen, dtype=torch.float64)
+    if case == "duplicates":  # every row appears about 4 times
+        x = x[torch.randint(n // 4, (n,), generator=gen)]
+    n_far = 2 if case == "empty-cells" and k > 2 else 0
+    init = _far_init(x, k, gen, n_far)
+    q = kmeans(x, k, iters=15, tol=None, init=init)
+    labels, points, history = lloyd_reference(x, init, 15)
+    assert torch.equal(q.labels, labels)
+    assert torch.allclose(q.points, points, rtol=0, atol=1e-12)
+    assert q.history == pytest.approx(history, rel=1e-12, abs=1e-12)
+    assert torch.equal(q.weights, torch.bincount(labels, minlength=k).double() / n)
+    assert bool((q.points.abs() < 100).all())  # the far points were re-seeded into the data
+
+
+@pytest.mark.parametrize("offset", [0.0, 30.0])
+def test_bounded_lloyd_float32_labels_are_nearest(offset):
+    """In float32 the bounds absorb the rounding of ‖x‖² − 2x·c + ‖c‖²: after every iteration
+    each label is a nearest point up to that rounding, even with a large common offset."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3000, 12, generator=gen) + offset
+    init = x[:20].clone()
+    for iters in (1, 2, 4, 8):
+        q = kmeans(x, 20, iters=iters, tol=None, init=init)
+        x64, p64 = x.double(), q.points.double()
+        d2 = ((x64[:, None, :] - p64[None]) ** 2).sum(-1)
+        own = d2.gather(1, q.labels[:, None])[:, 0]
+        rounding = 2 * 20 * torch.finfo(torch.float32).eps * (
+            (x64 ** 2).sum(1) + (p64 ** 2).sum(1).max())
+        assert bool((own <= d2.min(1).values + rounding).all()), iters
+
+
+def test_bounds_skip_settled_rows(blobs, monkeypatch):
+    """Hamerly's test does the pruning: once Lloyd has settled, few rows are compared."""
+    import pqlib.quantize as quantize
+
+    computed = []
+    move = quantize._Lloyd.move
+
+    def record(self, previous, points):
+        changed = move(self, previous, points)
+        computed.append(self.computed[-1])
+        return changed
+
+    monkeypatch.setattr(quantize._Lloyd, "move", record)
+    q = kmeans(blobs, 5, iters=10, tol=None, seed=0)
+    assert len(computed) == 10 and q.iterations == 10
+    assert computed[-1] < 0.05 * len(blobs)  # the points no longer move: the bounds hold
+
+
+def test_blocks_and_threads_give_the_same_result(monkeypatch):
+    """Several row blocks on worker threads and several chunks per block: same result as one
+    block on the calling thread."""
+    import pqlib.quantize as quantize
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3000, 6, generator=gen, dtype=torch.float64)
+    init = _far_init(x, 12, gen, 1)
+    one = kmeans(x, 12, iters=12, tol=None, init=init)
+    monkeypatch.setattr(quantize, "_CHUNK_BYTES", 1)  # 256-row chunks, so up to 8 blocks
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        many = kmeans(x, 12, iters=12, tol=None, init=init)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.labels, many.labels)
+    assert torch.allclose(one.points, many.points, rtol=0, atol=1e-12)
+    assert one.history == pytest.approx(many.history, rel=1e-12)
+
+
 def test_tol_none_runs_all_iterations(blobs):
     q = kmeans(blobs, 5, iters=7, tol=None)
     assert q.iterations == 7 and len(q.history) == 8 and not q.converged

@@ -30,12 +30,6 @@
 # diffusion model trained by this repository ({doc}`/notebooks/prior`); the
 # `StableDiffusionPrior` runs the paper's setting on a GPU ({doc}`../reproduce`).
 
-# %% tags=["remove-cell"]
-try:
-    import pqlib  # noqa: F401
-except ImportError:  # Colab
-    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
-    raise
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

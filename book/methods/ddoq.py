@@ -41,12 +41,6 @@
 # model ({doc}`/notebooks/prior`) at img2img strength 0.7 with 50 DDIM steps and
 # classifier-free guidance 3.
 
-# %% tags=["remove-cell"]
-try:
-    import pqlib  # noqa: F401
-except ImportError:  # Colab
-    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
-    raise
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

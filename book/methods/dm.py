@@ -33,12 +33,6 @@
 # a 2-core CPU cannot, so the profiles use far fewer iterations (recorded in each result
 # record and in {doc}`../results`).
 
-# %% tags=["remove-cell"]
-try:
-    import pqlib  # noqa: F401
-except ImportError:  # Colab
-    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
-    raise
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

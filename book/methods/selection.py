@@ -30,12 +30,6 @@
 # Herding approximates the class's first moment; k-center approximates its support; neither
 # approximates the class as a measure, which is what the quantization methods do.
 
-# %% tags=["remove-cell"]
-try:
-    import pqlib  # noqa: F401
-except ImportError:  # Colab
-    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
-    raise
 
 # %% tags=["hide-input"]
 from pqlib import plotting

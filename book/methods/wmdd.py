@@ -36,12 +36,6 @@
 # students' random affine + cutout jitter at every step; the number of iterations is set by
 # the profile (the paper uses 1–2k on ImageNet).
 
-# %% tags=["remove-cell"]
-try:
-    import pqlib  # noqa: F401
-except ImportError:  # Colab
-    # %pip install -q "pqlib @ git+https://github.com/pqlib/pqlib"
-    raise
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

@@ -150,7 +150,7 @@ def train_prior(dataset="mnist", *, config: TinyConfig | dict | None = None,
     """
     from .. import data as data_mod
     from ..provenance import provenance
-    from ..train import _autocast, resolve_precision
+    from ..train import autocast, resolve_precision
 
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive int")
@@ -227,11 +227,11 @@ def train_prior(dataset="mnist", *, config: TinyConfig | dict | None = None,
                 g = _gen(cfg.seed, 2, step)
                 for group in opt.param_groups:
                     group["lr"] = _lr(step, total, cfg.vae_lr, cfg.warmup_steps)
-                with _autocast(precision):
+                with autocast(precision):
                     dist = vae.encode(x).latent_dist
                 mean, logvar = dist.mean.float(), dist.logvar.float()
                 z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
-                with _autocast(precision):
+                with autocast(precision):
                     rec = vae.decode(z).sample
                 l1 = (rec.float() - x).abs().mean()
                 kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / pixels
@@ -302,7 +302,7 @@ def train_prior(dataset="mnist", *, config: TinyConfig | dict | None = None,
                 xt = sched.add_noise(x0, noise, t)
                 for group in opt.param_groups:
                     group["lr"] = _lr(step, total, cfg.unet_lr, cfg.warmup_steps)
-                with _autocast(precision):
+                with autocast(precision):
                     pred = unet(xt, t, class_labels=y).sample
                 loss = F.mse_loss(pred.float(), noise)
                 opt.zero_grad(set_to_none=True)

@@ -127,14 +127,21 @@ def summary(df: pd.DataFrame, column: str, *, by=("variant", "ipc")) -> pd.DataF
 def accuracy_table(df: pd.DataFrame, kind: str = "soft", *, order: list[str] | None = None
                    ) -> pd.DataFrame:
     """Accuracy (mean ± std over seeds, in %) with one row per method variant and one column
-    per IPC, from :func:`load_records` output. ``kind``: ``"soft"`` or ``"hard"``."""
+    per IPC, from :func:`load_records` output. ``kind``: ``"soft"`` or ``"hard"``.
+
+    The ``seeds`` column counts the seeds behind each cell: one number when all cells of the
+    row have the same count, else the counts in column order (``"3/3/1"``; ``0`` = no run)."""
     col = f"acc_{kind}"
     if col not in df:
         raise ValueError(f"no {col!r} column; available: {[c for c in df if c.startswith('acc_')]}")
     table = df.pivot_table(index="variant", columns="ipc", values=col, aggfunc=_mean_std)
-    seeds = df.groupby("variant")["seed"].nunique()
+    counts = df.dropna(subset=[col]).pivot_table(index="variant", columns="ipc", values="seed",
+                                                 aggfunc="nunique").reindex_like(table)
     table.columns = [f"IPC {c}" for c in table.columns]
-    table["seeds"] = seeds.reindex(table.index)
+    # seeds per cell, in column order ("3/3/1"), or one number when every cell has the same
+    table["seeds"] = [
+        "/".join("0" if pd.isna(n) else str(int(n)) for n in row) if row.nunique(dropna=False) > 1
+        else str(int(row.iloc[0])) for _, row in counts.iterrows()]
     if order:
         table = table.reindex([v for v in order if v in table.index]
                               + [v for v in table.index if v not in order])

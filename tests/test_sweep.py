@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -101,3 +102,13 @@ def test_interrupted_sweep_leaves_no_partial_files_and_resumes(tmp_path, digits_
     assert first.stat().st_mtime_ns == mtime
     assert len(list((tmp_path / "results").glob("*.json"))) == 3
     assert not (tmp_path / "results" / ".staging").exists() or not any((tmp_path / "results" / ".staging").iterdir())
+
+
+def test_accuracy_table_counts_seeds_per_cell():
+    df = pd.DataFrame({"variant": ["a", "a", "a", "a", "b", "b"], "ipc": [1, 1, 1, 10, 1, 10],
+                       "seed": [0, 1, 2, 0, 0, 0], "acc_soft": [90.0, 92.0, 94.0, 97.0, 50.0, 60.0]})
+    table = accuracy_table(df, "soft")
+    assert table.loc["a", "IPC 1"] == "92.0 ± 2.0" and table.loc["a", "IPC 10"] == "97.0"
+    assert table.loc["a", "seeds"] == "3/1" and table.loc["b", "seeds"] == "1"
+    with pytest.raises(ValueError, match="acc_hard"):
+        accuracy_table(df, "hard")

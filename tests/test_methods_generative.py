@@ -112,6 +112,21 @@ def test_wmdd_shapes_weights_and_loss_decreases(digits, digits_teacher, learn_we
         assert d.meta["w2_feature"]["weighted"] <= d.meta["w2_feature"]["uniform"] + 1e-9
 
 
+def test_wmdd_bn_statistics_cache_equals_direct_computation(digits, digits_teacher):
+    from pqlib.methods.wmdd import cached_class_bn_statistics, class_bn_statistics
+
+    first = cached_class_bn_statistics(digits_teacher, digits)
+    again = cached_class_bn_statistics(digits_teacher, digits)  # from the cache file
+    assert len(first) == digits.num_classes
+    for c in (0, 7):
+        direct = class_bn_statistics(digits_teacher, digits.of_class(c))
+        assert len(first[c]) == len(direct) >= 2
+        for (m1, v1), (m2, v2), (m0, v0) in zip(first[c], again[c], direct):
+            torch.testing.assert_close(m1, m0)
+            torch.testing.assert_close(v1, v0)
+            assert torch.equal(m1, m2) and torch.equal(v1, v2)
+
+
 def test_wmdd_needs_matching_batchnorm_teacher(digits, mnist_slice, digits_teacher):
     with pytest.raises(ValueError, match="was trained on 'digits'"):
         distill("wmdd", mnist_slice, 1, teacher=digits_teacher, iterations=1, progress=False)

@@ -56,8 +56,9 @@ def fingerprint(data: ImageSet) -> str:
 def _cached(kind: str, key: str, compute) -> tuple[torch.Tensor, bool]:
     """Load ``$PQLIB_CACHE/<kind>/<key>.safetensors`` or compute and store it.
 
-    A lock file makes concurrent runs (sweep workers) compute an entry once: the second
-    waits and then loads what the first wrote.
+    ``compute()`` returns a tensor (stored as ``"x"``, returned as a tensor) or a dict of
+    named tensors (returned as such). A lock file makes concurrent runs (sweep workers)
+    compute an entry once: the second waits and then loads what the first wrote.
     """
     import fcntl
 
@@ -67,13 +68,15 @@ def _cached(kind: str, key: str, compute) -> tuple[torch.Tensor, bool]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             try:
-                return load_file(str(path))["x"], True
+                stored = load_file(str(path))
+                return (stored["x"] if set(stored) == {"x"} else stored), True
             except Exception:  # a damaged cache entry is recomputed
                 path.unlink()
-        x = compute().contiguous()
+        x = compute()
+        tensors = {k: v.contiguous() for k, v in x.items()} if isinstance(x, dict) else {"x": x.contiguous()}
         with atomic_write(path) as f:
-            f.write(save({"x": x}))
-        return x, False
+            f.write(save(tensors))
+        return (tensors if isinstance(x, dict) else tensors["x"]), False
 
 
 def cached_features(teacher: Teacher, data: ImageSet) -> torch.Tensor:

@@ -35,7 +35,7 @@ from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import batchnorm_inputs
 from ..train import Teacher, autocast, resolve_precision
-from .common import cached_features, resolve_teacher
+from .common import _cached, cached_features, fingerprint, resolve_teacher
 from .registry import register
 
 
@@ -65,6 +65,23 @@ def class_bn_statistics(teacher: Teacher, images: torch.Tensor, batch_size: int 
         mean = s / count
         out.append((mean.float(), (q / count - mean**2).clamp_min(0).float()))
     return out
+
+
+def cached_class_bn_statistics(teacher: Teacher, data: ImageSet
+                               ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """:func:`class_bn_statistics` of every class of ``data`` (indexed by class, then layer),
+    cached under ``$PQLIB_CACHE/bn_statistics`` by teacher and data."""
+    def compute() -> dict[str, torch.Tensor]:
+        out = {}
+        for c in range(data.num_classes):
+            for k, (mean, var) in enumerate(class_bn_statistics(teacher, data.of_class(c))):
+                out[f"{c}.{k}.mean"], out[f"{c}.{k}.var"] = mean, var
+        return out
+
+    stored, _ = _cached("bn_statistics", f"{teacher.id}-{fingerprint(data)}", compute)
+    layers = len({key.split(".")[1] for key in stored})
+    return [[(stored[f"{c}.{k}.mean"], stored[f"{c}.{k}.var"]) for k in range(layers)]
+            for c in range(data.num_classes)]
 
 
 def _bn_moments(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +133,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     times["barycenter"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    stats = [class_bn_statistics(teacher, data.of_class(c)) for c in range(data.num_classes)]
+    stats = cached_class_bn_statistics(teacher, data)
     times["bn_statistics"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -36,6 +36,13 @@
 # here; on a validation split carved from the training set (IPC 10, 200 iterations) lr 0.1
 # gives 93.98 % and lr 1.0 23.74 %: at 1.0 the pixels saturate to black and white
 # (`benchmarks/tune_validation.py`, `results/tuning/validation.json`).
+#
+# **A failure to know about.** At IPC 1 with these budgets (300 iterations instead of 20,000)
+# the single image per class becomes a high-contrast texture, and the teacher reads all ten
+# of them as an 8 (confidence 0.79–1.0 in the reference run): students trained on the
+# teacher's soft labels then predict one class (9.7 % test accuracy), while hard labels still
+# give about 44 % (DM's paper reports 89.7 % at IPC 1 with its full budget). Soft labels are
+# only as good as the teacher's reading of the images.
 
 
 # %% tags=["hide-input"]

@@ -145,7 +145,7 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 100, tol: float | None = 1e-
     when u_i ≤ max(l_i, s), s being half the distance from its point to the nearest other
     point. The other rows (all of them in the first pass) are compared with all K points,
     ‖x − c‖² = ‖x‖² − 2 x·c + ‖c‖², as one matrix product per chunk of gathered rows, which
-    resets their bounds. The bounds are widened by the rounding error of that expansion,
+    resets their bounds. The bounds are widened by the rounding error of that expansion [Higham2002]_,
     so they hold for the exact distances.
 
     An iteration costs 2·m·K·d flops for the m rows compared (m/N typically falls from

@@ -1,6 +1,6 @@
 """Wasserstein distances and free-support barycenters, on top of POT.
 
-Every call into POT (``ot``) in pqlib lives in this module. Tensors come in, are handed to
+Every call into POT (``ot``, [Flamary2021]_) in pqlib lives in this module. Tensors come in, are handed to
 POT as float64 numpy arrays (one private hop, :func:`_np64`), and results go back to torch
 in the input's dtype and device.
 

@@ -107,6 +107,8 @@ class StableDiffusionPrior(Prior):
     resolution : int, optional
         Image side in pixels; default ``unet.config.sample_size × vae_scale_factor``.
 
+    Notes
+    -----
     Use :meth:`from_pipeline` to wrap an already built pipeline (e.g. tiny test components).
     """
 

@@ -238,6 +238,8 @@ class TinyLatentDiffusion(Prior):
     record : dict, optional
         Training record (wall time, losses, versions), kept for reports.
 
+    Notes
+    -----
     Use :func:`pqlib.priors.load_prior` for the trained default and
     :func:`pqlib.priors.train_prior` to train one; :meth:`random` builds an untrained one.
 

@@ -198,19 +198,25 @@ def show_run(variant: str, ipc: int, *, seed: int = 0, root=None, max_per_class:
     """Show the distilled images of a finished run with a summary of its record.
 
     Finds the run with :func:`pqlib.results.find_run` (paper, then quick, then smoke profile),
-    draws its :func:`image_grid` and prints its W2 figures, accuracies and provenance. Prints
-    a hint instead when no such run exists yet. Returns the Figure or ``None``.
+    draws its :func:`image_grid` and prints its W2 figures, accuracies and provenance. Without
+    a run at ``ipc``, shows the largest other IPC that has one (saying so), or prints a hint
+    when the variant has no run at all. Returns the Figure or ``None``.
     """
     import matplotlib.pyplot as plt
 
     from .distilled import DistilledSet
     from .results import find_run, provenance_line
 
-    found = find_run(variant, ipc, seed=seed, root=root)
+    # the requested IPC, else the largest other IPC that has a run (e.g. the smoke profile's)
+    for k in [ipc] + [k for k in (100, 50, 20, 10, 5, 2, 1) if k != ipc]:
+        found = find_run(variant, k, seed=seed, root=root)
+        if found is not None:
+            break
     if found is None:
-        print(f"No run of {variant!r} at IPC {ipc} (seed {seed}) yet: `make book` runs the sweep "
-              "that makes it.")
+        print(f"No run of {variant!r} (seed {seed}) yet: `make book` runs the sweep that makes it.")
         return None
+    if k != ipc:
+        print(f"No run of {variant!r} at IPC {ipc} yet; showing IPC {k}.")
     record, folder = found
     fig = image_grid(DistilledSet.load(folder), max_per_class=max_per_class)
     plt.show()

@@ -112,3 +112,24 @@ def test_accuracy_table_counts_seeds_per_cell():
     assert table.loc["a", "seeds"] == "3/1" and table.loc["b", "seeds"] == "1"
     with pytest.raises(ValueError, match="acc_hard"):
         accuracy_table(df, "hard")
+
+
+def test_show_run_falls_back_to_another_ipc(tmp_path, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import torch
+
+    from pqlib.distilled import DistilledSet
+    from pqlib.plotting import show_run
+
+    name = "smoke-mnist-foo-ipc2-s0"
+    d = DistilledSet(torch.rand(4, 1, 8, 8), torch.tensor([0, 0, 1, 1]), torch.ones(4), ("a", "b"), {})
+    d.save(tmp_path / "distilled" / name)
+    (tmp_path / f"{name}.json").write_text(json.dumps(
+        {"parameters": {"variant": "foo", "ipc": 2, "seed": 0}, "accuracy": {"soft": 50.0},
+         "commit": "abc", "machine": {}, "wall_time_s": 1.0}))
+    assert show_run("foo", 10, root=tmp_path) is not None
+    assert "showing IPC 2" in capsys.readouterr().out
+    assert show_run("bar", 10, root=tmp_path) is None
+    assert "No run of 'bar'" in capsys.readouterr().out

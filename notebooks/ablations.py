@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -86,7 +88,7 @@ for name, x in spaces.items():
             rows.append({"space": name, "K": k, "class": c, "voronoi": q.distortion ** 0.5,
                          "uniform": wasserstein2(xc, q.points)})
 w2 = pd.DataFrame(rows).groupby(["space", "K"])[["voronoi", "uniform"]].mean()
-w2["reduction %"] = 100 * (1 - w2.voronoi / w2.uniform)
+w2["reduction %"] = (100 * (1 - w2.voronoi / w2.uniform)).clip(lower=0) + 0.0  # K = 1: 0, not -0.0
 w2.round(4)
 
 # %% [markdown]
@@ -166,6 +168,11 @@ fig.suptitle("first centroid of each class, decoded at each strength", fontsize=
 plt.show()
 
 # %% [markdown]
-# Low strengths keep the centroid's blur (an average is not a digit); high strengths forget
-# which part of the class the centroid stood for. 0.7 — D4M's default — keeps the centroid's
-# shape and produces a clean digit.
+# On MNIST the VAE already decodes a centroid into a clean digit at strength 0 (the latent
+# mean of a cell is a plausible latent), and the teacher recognises the class at every
+# strength. What strength changes is faithfulness: the prior redraws strokes (watch the 2, 5
+# and 9), and the feature-space W2 of the decoded set to the class grows with strength in the
+# table above. Here strength buys no realism and costs distance to the data; 0.7 is kept as
+# D4M's setting for comparability with the papers, and the reference run measures what
+# strengths 0.5 and 0.9 do to accuracy ({doc}`../book/results`). On natural images, where a
+# latent average decodes to a blur, the trade is different.

@@ -249,10 +249,12 @@ def w2_table(df: pd.DataFrame, variants=("ddoq", "ddoq-sqrt", "wmdd")) -> pd.Dat
 
 
 def stage_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean wall time (s) of each distillation stage and of the whole distillation, per
-    variant and IPC."""
+    """Median over seeds of the wall time (s) of each distillation stage and of the whole
+    distillation, per variant and IPC. (The median, because work cached per machine — the
+    prior's encoding of the data, teacher features, BatchNorm statistics — is paid by the
+    first run that needs it.)"""
     cols = [c for c in df.columns if c.startswith("t_")]
-    out = df.groupby(["variant", "ipc"])[cols].mean().round(2)
+    out = df.groupby(["variant", "ipc"])[cols].median().round(2)
     out.columns = [c[2:] for c in cols]
     return out.dropna(axis=1, how="all")
 

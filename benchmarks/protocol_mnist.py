@@ -55,7 +55,9 @@ def from_records(path) -> pd.DataFrame:
 
     df = load_records(path)
     df = df[df.variant.isin(PUBLISHED)]
-    return df.rename(columns={"variant": "method", "acc_hard": "acc"})[["method", "ipc", "seed", "acc"]]
+    print(f"{len(df)} records from {path}; student epochs: {sorted(df.epochs.dropna().unique().tolist())}")
+    return (df.drop(columns=["method"]).rename(columns={"variant": "method", "acc_hard": "acc"})
+            [["method", "ipc", "seed", "acc"]])
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,9 @@
 #   $x_{t+1} = \arg\min_x \big\|\mu_c - \frac{1}{t+1}\big(\sum_{s\le t} f(x_s) + f(x)\big)\big\|$.
 # - **k-center** (Sener & Savarese, 2018): start from a random image and repeatedly add the
 #   image farthest from those already chosen — a cover of the class rather than its mean.
+#   Starting from a random image makes k-center at IPC 1 the same as `random`; the published
+#   k-center numbers at IPC 1 (89.3 %, paper-reported) imply a different first pick, so do not
+#   compare the IPC-1 row with them.
 #
 # Herding approximates the class's first moment; k-center approximates its support; neither
 # approximates the class as a measure, which is what the quantization methods do.

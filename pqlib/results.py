@@ -137,6 +137,7 @@ def accuracy_table(df: pd.DataFrame, kind: str = "soft", *, order: list[str] | N
     table = df.pivot_table(index="variant", columns="ipc", values=col, aggfunc=_mean_std)
     counts = df.dropna(subset=[col]).pivot_table(index="variant", columns="ipc", values="seed",
                                                  aggfunc="nunique").reindex_like(table)
+    table = table.fillna("–")  # no run of this variant at this IPC
     table.columns = [f"IPC {c}" for c in table.columns]
     # seeds per cell, in column order ("3/3/1"), or one number when every cell has the same
     table["seeds"] = [

@@ -86,20 +86,20 @@ if not paper.empty:
 
 # %% tags=["hide-input"]
 reported = results.paper_reported()
-reported["mnist_anchors"].fillna("–")
+reported["mnist_anchors"].astype(object).fillna("–")
 
 # %% [markdown]
 # **DDOQ and its baselines on ImageNet-1K** (ResNet-18 teacher and student, top-1 %,
 # soft labels). *Paper-reported, not measured here.*
 
 # %% tags=["hide-input"]
-reported["ddoq_imagenet"].fillna("–")
+reported["ddoq_imagenet"].astype(object).fillna("–")
 
 # %% [markdown]
 # **WMDD** (ResNet-18, top-1 %, mean ± std). *Paper-reported, not measured here.*
 
 # %% tags=["hide-input"]
-reported["wmdd"].fillna("–")
+reported["wmdd"].astype(object).fillna("–")
 
 # %% [markdown]
 # ## Do the weights help? (the ablation the papers lack)

@@ -1,55 +1,145 @@
-"""Student-training throughput on this machine: seconds per optimiser step.
+"""Student-training speed: ms per optimiser step of ``train_student`` against its floors.
 
-    python benchmarks/train_speed.py [--batch 10 100 256] [--steps 20]
+    python benchmarks/train_speed.py [--ipc 1 10 50] [--steps 30] [--json OUT]
 
-For the ConvNet-3 student on 28×28 MNIST-shaped batches, with hard labels and with a
-ConvNet-BN teacher's soft labels, in float32 and in bfloat16 autocast, with 1 and 2 torch
-threads. These numbers set the budgets of the sweep profiles (profiles/*.yaml).
+For MNIST-shaped sets of IPC × 10 images (batch = min(256, set size)), in one run:
+
+* ``train_student``, hard labels (``dc`` protocol) and soft labels (``fkd``, teacher forward
+  included), compiled as ``compile="auto"`` would (forced on here) and eager;
+* a plain eager ConvNet-3 forward + backward + SGD step on the same batch, no augmentation;
+* the three convolutions alone (forward + backward, eager oneDNN): the floor of the network.
+
+Per-step time of ``train_student`` is the difference of two runs (``--steps`` more epochs),
+so model construction and compilation are not counted; compilation time is printed apart.
+All in the precision ``"auto"`` resolves to on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
+import torch.nn.functional as F
 
 
-def step_time(batch: int, steps: int, precision: str, soft: bool, threads: int) -> float:
-    from pqlib.augment import default_augmentation
+def _set(ipc: int):
     from pqlib.distilled import DistilledSet
-    from pqlib.models import build
-    from pqlib.train import Teacher, train_student
 
-    torch.set_num_threads(threads)
+    n = 10 * ipc
     g = torch.Generator().manual_seed(0)
-    d = DistilledSet(torch.rand(batch, 1, 28, 28, generator=g), torch.arange(batch) % 10,
-                     torch.ones(batch), tuple("0123456789"))
-    teacher = None
-    if soft:
-        model = build("convnet_bn", 1, 10, 28).eval()
-        teacher = Teacher(model, 0.0, "convnet_bn", "bench", {}, 0.0, 10, (1, 28, 28))
-    default_augmentation((1, 28, 28))
-    train_student(d, teacher=teacher, epochs=2, precision=precision, progress=False)  # warm-up
+    return DistilledSet(torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10,
+                        torch.full((n,), 1.0 / ipc), tuple("0123456789"), {"dataset": "mnist"})
+
+
+def student_ms(d, teacher, compile: bool, steps: int) -> tuple[float, float]:
+    """(ms per step, seconds of fixed cost incl. compilation) of train_student."""
+    from pqlib.train import train_student
+
+    per_epoch = -(-len(d) // min(256, len(d)))
+    epochs = max(1, steps // per_epoch)
+    kw = dict(teacher=teacher, compile=compile, progress=False)
+    t0 = time.perf_counter()
+    train_student(d, epochs=1, **kw)  # cold: compiles
+    t1 = time.perf_counter()
+    train_student(d, epochs=1, **kw)  # warm: what every later run pays
+    t2 = time.perf_counter()
+    train_student(d, epochs=1 + epochs, **kw)
+    t3 = time.perf_counter()
+    per_step = ((t3 - t2) - (t2 - t1)) / (epochs * per_epoch)
+    return 1000 * per_step, t1 - t0
+
+
+def eager_ms(batch: int, steps: int, precision: str) -> float:
+    from pqlib.models import build
+    from pqlib.train import autocast
+
+    torch.manual_seed(0)
+    net = build("convnet", 1, 10, 28)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.rand(batch, 1, 28, 28), torch.randint(10, (batch,))
+
+    def step():
+        with autocast(precision):
+            loss = F.cross_entropy(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return 1000 * _timed(step, steps)
+
+
+def convs_ms(batch: int, steps: int, precision: str) -> float:
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    layers = []
+    for cin, side, pad in ((1, 28, 3), (128, 16, 1), (128, 8, 1)):
+        x = torch.randn(batch, cin, side, side, dtype=dtype, requires_grad=cin > 1)
+        w = torch.randn(128, cin, 3, 3, dtype=dtype, requires_grad=True)
+        b = torch.zeros(128, dtype=dtype, requires_grad=True)
+        layers.append((x, w, b, pad))
+
+    def step():
+        for x, w, b, pad in layers:
+            out = F.conv2d(x, w, b, padding=pad)
+            out.backward(torch.ones_like(out))
+
+    return 1000 * _timed(step, steps)
+
+
+def _timed(fn, steps: int) -> float:
+    for _ in range(3):
+        fn()
     start = time.perf_counter()
-    train_student(d, teacher=teacher, epochs=steps, precision=precision, progress=False)
+    for _ in range(steps):
+        fn()
     return (time.perf_counter() - start) / steps
 
 
 def main(argv=None) -> None:
+    from pqlib.models import build
+    from pqlib.provenance import provenance
+    from pqlib.train import Teacher, resolve_precision
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, nargs="+", default=[10, 100, 256])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    ap.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--json", help="also write the rows and provenance here")
     args = ap.parse_args(argv)
-    print(f"{'batch':>5} {'labels':>6} {'precision':>9} {'threads':>7} {'s/step':>8}")
-    for batch in args.batch:
-        for soft in (False, True):
-            for precision in ("fp32", "bf16"):
-                for threads in args.threads:
-                    t = step_time(batch, args.steps, precision, soft, threads)
-                    print(f"{batch:5d} {'soft' if soft else 'hard':>6} {precision:>9} {threads:7d} {t:8.3f}",
-                          flush=True)
+    precision = resolve_precision()
+    torch.manual_seed(0)
+    teacher = Teacher(build("convnet_bn", 1, 10, 28).eval(), 0.0, "convnet_bn", "bench", {}, 0.0,
+                      10, (1, 28, 28))
+    rows = []
+    print(f"precision {precision}, {torch.get_num_threads()} threads, "
+          f"{provenance()['machine']['cpu']}")
+    print(f"{'ipc':>4} {'batch':>5} {'hard c':>8} {'hard e':>8} {'soft c':>8} {'soft e':>8} "
+          f"{'eager':>8} {'convs':>8}  hard/eager soft/hard  compile s")
+    for ipc in args.ipc:
+        d = _set(ipc)
+        batch = min(256, len(d))
+        row = {"ipc": ipc, "batch": batch}
+        for kind, tch in (("hard", None), ("soft", teacher)):
+            for comp in (True, False):
+                ms, fixed = student_ms(d, tch, comp, args.steps)
+                row[f"{kind}_{'compiled' if comp else 'eager'}_ms"] = round(ms, 2)
+                if comp:
+                    row[f"{kind}_compile_s"] = round(fixed, 1)
+        row["plain_eager_ms"] = round(eager_ms(batch, args.steps, precision), 2)
+        row["convs_ms"] = round(convs_ms(batch, args.steps, precision), 2)
+        rows.append(row)
+        print(f"{ipc:>4} {batch:>5} {row['hard_compiled_ms']:>8.1f} {row['hard_eager_ms']:>8.1f} "
+              f"{row['soft_compiled_ms']:>8.1f} {row['soft_eager_ms']:>8.1f} "
+              f"{row['plain_eager_ms']:>8.1f} {row['convs_ms']:>8.1f}  "
+              f"{row['hard_compiled_ms'] / row['plain_eager_ms']:>10.2f} "
+              f"{row['soft_compiled_ms'] / row['hard_compiled_ms']:>9.2f}  "
+              f"{row['hard_compile_s']:.0f}/{row['soft_compile_s']:.0f}")
+    if args.json:
+        from pqlib.cache import atomic_write
+
+        with atomic_write(args.json, "w") as f:
+            json.dump({"precision": precision, "threads": torch.get_num_threads(),
+                       "steps": args.steps, "rows": rows, **provenance()}, f, indent=2)
 
 
 if __name__ == "__main__":

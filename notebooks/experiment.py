@@ -42,7 +42,9 @@ profile = "interactive"
 student = "convnet"        # student architecture
 teacher = "convnet_bn"     # soft-label teacher architecture
 teacher_epochs = 0         # teacher training epochs; 0 means the pqlib default
-epochs = 300               # student epochs over the distilled set
+hard_protocol = "dc300"    # hard-label student protocol (pqlib.protocols: dc, dc300, legacy-hard)
+soft_protocol = "fkd"      # soft-label student protocol (fkd, legacy-soft)
+epochs = 0                 # override the protocols' epochs E; 0 keeps them
 soft_labels = True         # train a student with the teacher's soft labels
 hard_labels = True         # train a student with hard labels
 train_size = 0             # distill from the first N training images; 0 means all
@@ -63,6 +65,7 @@ from pqlib import plotting
 from pqlib.methods.common import feature_w2
 from pqlib.provenance import provenance
 from pqlib.results import write_record
+from pqlib.protocols import get_protocol
 from pqlib.train import evaluate, resolve_precision, train_student, train_teacher
 
 if threads:
@@ -131,19 +134,23 @@ plt.show()
 # %% [markdown]
 # ## Train students on the distilled set
 #
-# ConvNet-3 students, trained from scratch for a fixed number of epochs over the distilled set,
-# each sample's loss multiplied by its weight; then tested on the test split.
+# ConvNet-3 students, trained from scratch under a named evaluation protocol (every knob is
+# printed below and stored in the record), each sample's loss multiplied by its weight; then
+# tested once on the test split.
 
 # %%
-accuracy, train_seconds = {}, {}
-kinds = [("soft", tch)] * bool(soft_labels) + [("hard", None)] * bool(hard_labels)
-for kind, labeller in kinds:
+accuracy, train_seconds, protocols, compiled = {}, {}, {}, {}
+kinds = [("soft", tch, soft_protocol)] * bool(soft_labels) + [("hard", None, hard_protocol)] * bool(hard_labels)
+for kind, labeller, name in kinds:
+    protocol = get_protocol(name).replace(epochs=epochs or None)
     t0 = time.perf_counter()
-    model = train_student(distilled, arch=student, teacher=labeller, epochs=epochs, seed=seed,
+    model = train_student(distilled, protocol, arch=student, teacher=labeller, seed=seed,
                           progress=False)
     accuracy[kind] = evaluate(model, test)
     train_seconds[kind] = round(time.perf_counter() - t0, 2)
-    print(f"{kind} labels: {accuracy[kind]:.2f} % test accuracy ({train_seconds[kind]:.0f} s)")
+    protocols[kind], compiled[kind] = protocol.as_dict(), model.compiled
+    print(f"{kind} labels: {accuracy[kind]:.2f} % test accuracy ({train_seconds[kind]:.0f} s); "
+          f"protocol {protocol}")
 
 # %% [markdown]
 # ## Result record
@@ -156,6 +163,8 @@ record = {
                    "epochs": epochs, "train_size": len(train), "test_size": len(test),
                    "precision": resolve_precision()},
     "accuracy": accuracy,
+    "protocol": protocols,
+    "compiled": compiled,
     "w2": w2,
     "feature_w2": {"weighted": fw2["weighted"], "uniform": fw2["uniform"]},
     "stage_seconds": meta.get("stage_seconds", {}),

@@ -1,7 +1,11 @@
-"""Differentiable data augmentation (kornia) and CutMix for student training.
+"""Differentiable data augmentation for student training and for matching.
 
-Digit-like data (1 channel) gets rotation, translation, scaling and cutout — never a flip,
-which would turn some digits into others. Colour data gets random-resized crops and flips.
+* :func:`dsa` — the DC/DSA/DM benchmark's augmentation (one op group per batch), used by the
+  ``dc`` protocol and by DM's matching;
+* :func:`default_augmentation` — the kornia family of pqlib's first protocol (``legacy``):
+  digits get rotation, translation, scaling and cutout (never a flip, which would turn some
+  digits into others); colour data gets random-resized crops and flips;
+* :func:`cutmix` — CutMix for soft-label students.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import kornia.augmentation as K
 import torch
 
-__all__ = ["default_augmentation", "cutmix"]
+__all__ = ["default_augmentation", "cutmix", "dsa", "DSA_OPS"]
 
 
 def default_augmentation(image_shape: tuple[int, int, int]) -> torch.nn.Module:
@@ -58,3 +62,100 @@ def cutmix(x: torch.Tensor, *, beta: float = 1.0, generator: torch.Generator | N
     mixed[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
     lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
     return mixed, perm, lam
+
+
+# ------------------------------------------------------------------ DSA (Zhao & Bilen, 2021)
+
+DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+
+def dsa(x: torch.Tensor, strategy: str = "color_crop_cutout_scale_rotate", *,
+        generator: torch.Generator | None = None, shared: bool = False) -> torch.Tensor:
+    """Differentiable Siamese Augmentation, single-op mode: one op group per call.
+
+    The evaluation and matching augmentation of the DC/DSA/DM benchmark, written for pqlib.
+    One group of ``strategy`` (``_``-separated names from ``DSA_OPS``) is drawn for the whole
+    batch, then applied with parameters drawn per image (``shared=False``, evaluation) or once
+    for the batch (``shared=True``: what DSA/DM use so that a class's real and synthetic batches
+    see the same transformation when called with generators in the same state).
+
+    Groups, for images standardised to mean 0 (fills are 0, i.e. the dataset mean):
+
+    * ``color``: brightness ``+ (u - 0.5)``, saturation ``× 2u`` around the channel mean (a
+      no-op on 1-channel images), contrast ``× (u + 0.5)`` around the image mean;
+    * ``crop``: integer translation by up to 12.5 % of the side, zero fill;
+    * ``cutout``: a zeroed square of half the side, centred anywhere;
+    * ``flip``: horizontal flip with probability 0.5;
+    * ``scale``: each axis scaled by a factor in [1/1.2, 1.2] (bilinear, zero fill);
+    * ``rotate``: rotation by up to ±15° (bilinear, zero fill).
+
+    Parameters
+    ----------
+    x : tensor of shape (N, C, H, W), standardised images
+    strategy : op groups to draw from, e.g. ``"color_crop_cutout_scale_rotate"`` (digits)
+    generator : source of every random draw (CPU generator)
+    shared : one parameter draw for the whole batch
+
+    Returns
+    -------
+    tensor of shape (N, C, H, W), differentiable with respect to ``x``
+    """
+    ops = strategy.split("_")
+    unknown = [op for op in ops if op not in DSA_OPS]
+    if unknown:
+        raise ValueError(f"unknown DSA op(s) {unknown} in strategy {strategy!r}; ops: {DSA_OPS}")
+    op = ops[int(torch.randint(len(ops), (1,), generator=generator))]
+    n = x.shape[0]
+    draws = 1 if shared else n
+
+    def rand(*shape):
+        u = torch.rand(draws, *shape, generator=generator)
+        return u.expand(n, *shape).to(x.device) if shared else u.to(x.device)
+
+    if op == "color":
+        x = x + (rand(1, 1, 1) - 0.5)
+        mean = x.mean(1, keepdim=True)
+        x = (x - mean) * (rand(1, 1, 1) * 2.0) + mean
+        mean = x.mean((1, 2, 3), keepdim=True)
+        return (x - mean) * (rand(1, 1, 1) + 0.5) + mean
+    if op == "flip":
+        return torch.where(rand(1, 1, 1) < 0.5, x.flip(3), x)
+    if op in ("crop", "cutout"):
+        return _crop(x, rand) if op == "crop" else _cutout(x, rand)
+    if op == "scale":
+        sx, sy = rand() * (1.2 - 1 / 1.2) + 1 / 1.2, rand() * (1.2 - 1 / 1.2) + 1 / 1.2
+        zero = torch.zeros_like(sx)
+        theta = torch.stack([torch.stack([sx, zero, zero], 1), torch.stack([zero, sy, zero], 1)], 1)
+    else:  # rotate
+        angle = (rand() - 0.5) * 2 * 15.0 / 180.0 * torch.pi
+        cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=True)
+    return torch.nn.functional.grid_sample(x, grid, align_corners=True)
+
+
+def _crop(x: torch.Tensor, rand) -> torch.Tensor:
+    """Translate every image by integer offsets of up to 12.5 % of its side, zero fill."""
+    n, _, h, w = x.shape
+    sh, sw = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
+    dy = (rand() * (2 * sh + 1)).long().clamp_max(2 * sh) - sh
+    dx = (rand() * (2 * sw + 1)).long().clamp_max(2 * sw) - sw
+    padded = torch.nn.functional.pad(x, (sw, sw, sh, sh))
+    rows = (torch.arange(h, device=x.device) + sh + dy[:, None])[:, None, :, None]
+    cols = (torch.arange(w, device=x.device) + sw + dx[:, None])[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+def _cutout(x: torch.Tensor, rand) -> torch.Tensor:
+    """Zero a square of half the side centred at a uniform position (clipped at the border)."""
+    _, _, h, w = x.shape
+    ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+    cy = (rand() * (h + 1 - ch % 2)).long()
+    cx = (rand() * (w + 1 - cw % 2)).long()
+    ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    inside_y = (ys >= cy[:, None] - ch // 2) & (ys < cy[:, None] - ch // 2 + ch)
+    inside_x = (xs >= cx[:, None] - cw // 2) & (xs < cx[:, None] - cw // 2 + cw)
+    keep = ~(inside_y[:, :, None] & inside_x[:, None, :])
+    return x * keep[:, None].to(x.dtype)

@@ -11,9 +11,47 @@ Every model has ``features(x) -> (N, D)`` (the penultimate embedding) and
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNet", "ResNet18", "build", "ARCHITECTURES", "batchnorm_inputs"]
+__all__ = ["ConvNet", "ResNet18", "Standardized", "build", "ARCHITECTURES", "batchnorm_inputs"]
+
+
+class FirstConv(nn.Conv2d):
+    """A 3×3 convolution over few input channels; under ``torch.compile`` it runs as one
+    matrix product over unfolded patches (im2col), which on CPUs is several times faster than
+    oneDNN's convolution with 1–3 input channels. Eager mode is plain ``nn.Conv2d``, so eager
+    results are unchanged; the parameters (and state dicts) are those of ``nn.Conv2d``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            return super().forward(x)
+        n, _, h, w = x.shape
+        pad = self.padding[0]
+        cols = F.unfold(x, self.kernel_size, padding=pad)                 # (n, c·9, L)
+        weight = self.weight.reshape(self.out_channels, -1).to(cols.dtype)
+        out = torch.matmul(weight, cols) + self.bias.to(cols.dtype)[:, None]
+        return out.view(n, self.out_channels, h + 2 * pad - 2, w + 2 * pad - 2)
+
+
+class Standardized(nn.Module):
+    """``net`` fed ``(x - mean) / std`` per channel: a student trained on standardised inputs
+    that still takes [0, 1] images (``evaluate`` and users see raw pixels)."""
+
+    def __init__(self, net: nn.Module, mean, std):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(self.standardize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.standardize(x))
 
 
 class ConvNet(nn.Module):
@@ -37,7 +75,8 @@ class ConvNet(nn.Module):
         layers, size = [], image_size
         for d in range(depth):
             pad = 3 if (d == 0 and image_size == 28) else 1
-            layers.append(nn.Conv2d(channels if d == 0 else width, width, 3, padding=pad))
+            conv = FirstConv if d == 0 else nn.Conv2d
+            layers.append(conv(channels if d == 0 else width, width, 3, padding=pad))
             size = size + 2 * pad - 2
             if norm == "instance":
                 layers.append(nn.GroupNorm(width, width, affine=True))

@@ -1,23 +1,20 @@
-"""Teacher training, student training and evaluation: the one protocol every number goes through.
+"""Teacher training, student training under a named protocol, and evaluation.
 
-Student protocol (REFERENCE.md):
-
-* hard labels (no teacher): SGD, momentum 0.9, weight decay 5e-4, lr 0.01 divided by 10 at
-  half of training, cross-entropy;
-* soft labels (teacher given): AdamW, lr 1e-3, weight decay 0.01, cosine schedule, CutMix, and
-  KL(teacher/T ‖ student/T) with the teacher relabelling every augmented batch (FKD / RDED);
-* both: batch 256, kornia augmentation (no flips on digits), and each sample's loss
-  multiplied by its weight, normalised so the batch mean weight is 1 (uniform weights = plain
-  training).
+Every student is trained by :func:`train_student` under a :class:`~pqlib.protocols.Protocol`
+(``dc``: the published hard-label evaluation; ``fkd``: soft labels; see :mod:`pqlib.protocols`)
+and tested once by :func:`evaluate`. Each sample's loss is multiplied by its weight,
+normalised so the batch mean weight is 1 (uniform weights = plain training).
 
 ``precision="auto"`` runs convolutions in bfloat16 autocast on CPUs with native bf16 support
-(about 1.6× faster here) and in float32 elsewhere; the choice is recorded in results.
+and in float32 elsewhere; ``compile="auto"`` compiles long trainings with ``torch.compile``.
+Both are recorded in results: they change float rounding, not what is computed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +27,15 @@ from tqdm import tqdm
 
 from . import data as data_mod
 from .augment import cutmix as cutmix_batch
-from .augment import default_augmentation
+from .augment import default_augmentation, dsa
 from .cache import atomic_write, cache_dir, config_hash
 from .distilled import DistilledSet
-from .models import build
+from .models import Standardized, build
+from .protocols import PROTOCOLS, Protocol, channel_stats, get_protocol
 
 __all__ = ["Teacher", "train_teacher", "load_teacher", "train_student", "evaluate",
-           "resolve_precision", "default_device", "autocast", "TEACHER_RECIPE"]
+           "resolve_precision", "default_device", "autocast", "should_compile", "Protocol",
+           "PROTOCOLS", "get_protocol", "TEACHER_RECIPE"]
 
 TEACHER_RECIPE = 2  # bump when the teacher training code changes meaning
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -244,98 +243,178 @@ def load_teacher(path: str | Path, *, device: str | torch.device = "cpu") -> Tea
 # ------------------------------------------------------------------------------- student
 
 
-def train_student(distilled: DistilledSet, *, arch: str = "convnet", teacher: Teacher | None = None,
-                  temperature: float = 20.0, epochs: int = 300, batch_size: int = 256,
-                  lr: float | None = None, augment: bool = True, cutmix: bool | None = None,
+def train_student(distilled: DistilledSet, protocol: str | Protocol | None = None, *,
+                  teacher: Teacher | None = None, arch: str = "convnet", epochs: int | None = None,
                   use_weights: bool = True, seed: int = 0, precision: str = "auto",
-                  device: str | None = None, progress: bool = True) -> nn.Module:
-    """Train a fresh network on a distilled set.
+                  device: str | None = None, compile: bool | str = "auto",
+                  progress: bool = True) -> nn.Module:
+    """Train a fresh network on a distilled set under an evaluation protocol.
 
     Parameters
     ----------
     distilled : the training set (images, labels and per-image weights)
+    protocol : a :class:`~pqlib.protocols.Protocol` or its name (:data:`~pqlib.protocols.PROTOCOLS`);
+        default ``"fkd"`` with a teacher, ``"dc"`` without
+    teacher : the soft-label teacher (required by soft-label protocols, refused by hard ones)
     arch : student architecture, default ConvNet-3 with instance norm
-    teacher : soft labels from this teacher on every augmented batch; ``None`` = hard labels
-    temperature : softmax temperature of the KL loss (soft labels only)
-    epochs : passes over the distilled set
-    batch_size : images per step (capped at the set size)
-    lr : default 0.01 (SGD, hard labels) or 1e-3 (AdamW, soft labels)
-    augment : apply :func:`~pqlib.augment.default_augmentation` to every batch
-    cutmix : CutMix on every batch; default on with a teacher, off without
+    epochs : override the protocol's E (``protocol.replace(epochs=...)``)
     use_weights : multiply each sample's loss by its weight (batch-mean normalised to 1);
         ``False`` trains with uniform weights
     seed : seeds the model initialisation, batch order and augmentation
     precision : ``"auto"``, ``"bf16"`` (bfloat16 autocast) or ``"fp32"``
     device : where to train (default: CUDA when available, else CPU)
+    compile : ``torch.compile`` the student (and teacher) forward; ``"auto"`` compiles when the
+        run is long enough to repay the compilation (see :func:`should_compile`); a compiler
+        failure falls back to eager with a warning
 
     Returns
     -------
-    the trained model, in eval mode, on ``device``
+    the trained model, in eval mode, on ``device``; it takes [0, 1] images (a
+    :class:`~pqlib.models.Standardized` wrapper when the protocol standardises inputs)
     """
+    protocol = get_protocol(protocol or ("fkd" if teacher is not None else "dc")).replace(epochs=epochs)
     device = torch.device(device) if device is not None else default_device()
     precision = resolve_precision(precision, device)
-    if epochs < 1:
-        raise ValueError(f"epochs={epochs} must be >= 1")
+    if (protocol.labels == "soft") != (teacher is not None):
+        raise ValueError(f"protocol {protocol.name!r} trains with {protocol.labels} labels: "
+                         + ("pass teacher=..." if teacher is None else "pass teacher=None"))
     if teacher is not None:
-        teacher_shape = tuple(teacher.image_shape)
-        if teacher_shape != tuple(distilled.images.shape[1:]) or teacher.num_classes != len(distilled.classes):
-            raise ValueError(
-                f"teacher {teacher.id!r} takes images {teacher_shape} with {teacher.num_classes} "
-                f"classes; the distilled set has images {tuple(distilled.images.shape[1:])} with "
-                f"{len(distilled.classes)} classes"
-            )
+        _check_teacher(teacher, distilled)
         teacher.model.to(device).eval()
-    cutmix = (teacher is not None) if cutmix is None else cutmix
-    x_all, y_all = distilled.images, distilled.labels
-    w_all = distilled.weights if use_weights else torch.ones(len(distilled))
     n = len(distilled)
-    bs = min(batch_size, n)
-    steps_per_epoch = math.ceil(n / bs)
-    total = epochs * steps_per_epoch
-    c, h, _ = x_all.shape[1:]
-    with torch.random.fork_rng():
+    bs = min(protocol.batch_size, n)
+    steps = protocol.total_epochs * math.ceil(n / bs)
+    c, h, _ = distilled.images.shape[1:]
+    use_compile = should_compile(compile, steps, bs, device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = build(arch, c, len(distilled.classes), h).to(device)
-        aug = default_augmentation(tuple(x_all.shape[1:])) if augment else None
-        if teacher is None:
-            opt = torch.optim.SGD(model.parameters(), lr=lr or 0.01, momentum=0.9, weight_decay=5e-4)
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, [total // 2], gamma=0.1)
-        else:
-            opt = torch.optim.AdamW(model.parameters(), lr=lr or 1e-3, weight_decay=0.01)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
-        g = torch.Generator().manual_seed(seed)
-        model.train()
-        bar = tqdm(range(epochs), desc=f"student {arch} ({'soft' if teacher else 'hard'})",
-                   disable=not progress, mininterval=2.0)
-        for _ in bar:
-            perm = torch.randperm(n, generator=g)
-            for i in range(0, n, bs):
-                idx = perm[i : i + bs]
-                x, y, w = x_all[idx].to(device), y_all[idx].to(device), w_all[idx].to(device)
-                if aug is not None:
-                    x = aug(x)
-                if cutmix:
-                    x, src, lam = cutmix_batch(x, generator=g)
-                    src = src.to(device)
-                    w = lam * w + (1 - lam) * w[src]
-                w = w / w.mean().clamp_min(1e-12)
-                with autocast(precision, device):
-                    logits = model(x).float()
-                if teacher is None:
-                    loss_i = F.cross_entropy(logits, y, reduction="none")
-                    if cutmix:
-                        loss_i = lam * loss_i + (1 - lam) * F.cross_entropy(logits, y[src], reduction="none")
-                else:
-                    with torch.no_grad(), autocast(precision, device):
-                        target = teacher.model(x).float()
-                    loss_i = F.kl_div(F.log_softmax(logits / temperature, 1),
-                                      F.log_softmax(target / temperature, 1),
-                                      reduction="none", log_target=True).sum(1)
-                loss = (w * loss_i).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-    model.eval()
+        net = build(arch, c, len(distilled.classes), h).to(device)
+        loop = _StudentLoop(protocol, distilled, net, teacher, use_weights, seed, precision,
+                            device, use_compile)
+        loop.run(progress)
+    model = loop.model.eval()
+    model.compiled = loop.compiled  # recorded by callers: compilation changes float rounding
     return model
+
+
+def should_compile(compile: bool | str, steps: int, batch: int, device: torch.device) -> bool:
+    """Whether :func:`train_student` compiles: ``compile`` if a bool; for ``"auto"``, when the run
+    sees at least 50,000 images (compilation costs ~15 s on 2 CPU cores) on a device with a
+    compiler (a C++ compiler on CPU)."""
+    if isinstance(compile, bool):
+        return compile
+    if compile != "auto":
+        raise ValueError(f"compile={compile!r} must be True, False or 'auto'")
+    has_compiler = device.type == "cuda" or shutil.which("c++") or shutil.which("g++")
+    return bool(has_compiler) and steps * batch >= 50_000
+
+
+def _check_teacher(teacher: Teacher, distilled: DistilledSet) -> None:
+    shape = tuple(teacher.image_shape)
+    if shape != tuple(distilled.images.shape[1:]) or teacher.num_classes != len(distilled.classes):
+        raise ValueError(
+            f"teacher {teacher.id!r} takes images {shape} with {teacher.num_classes} classes; the "
+            f"distilled set has images {tuple(distilled.images.shape[1:])} with "
+            f"{len(distilled.classes)} classes")
+
+
+class _StudentLoop:
+    """One student training: the optimiser, schedule, augmentation and loss of a protocol.
+
+    The order of random draws (batch permutation, augmentation, CutMix) is fixed per protocol,
+    so the same seed gives the same student; ``legacy-*`` protocols reproduce pqlib's first
+    training loop step for step.
+    """
+
+    def __init__(self, protocol: Protocol, distilled: DistilledSet, net: nn.Module,
+                 teacher: Teacher | None, use_weights: bool, seed: int, precision: str,
+                 device: torch.device, use_compile: bool):
+        self.p, self.teacher, self.precision, self.device = protocol, teacher, precision, device
+        self.x, self.y = distilled.images, distilled.labels
+        self.w = distilled.weights if use_weights else torch.ones(len(distilled))
+        self.g = torch.Generator().manual_seed(seed)
+        c = self.x.shape[1]
+        self.net = net
+        self.model = net
+        if protocol.standardize:
+            mean, std = channel_stats(distilled)
+            self.model = Standardized(net, mean, std).to(device)
+        self.strategy = protocol.dsa_strategy(c)
+        self.kornia = default_augmentation(tuple(self.x.shape[1:])) if protocol.augmentation == "kornia" else None
+        self.forward, self.label = net, (teacher.model if teacher is not None else None)
+        self.compiled = False
+        if use_compile:
+            self.forward = torch.compile(net, dynamic=False)
+            if teacher is not None:
+                self.label = torch.compile(teacher.model, dynamic=False)
+            self.compiled = True
+        self.opt = self._optimizer(protocol.lr)
+        self.steps_per_epoch = math.ceil(len(self.x) / min(protocol.batch_size, len(self.x)))
+        total = protocol.total_epochs * self.steps_per_epoch
+        if protocol.schedule == "step":
+            self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, [total // 2], gamma=0.1)
+        elif protocol.schedule == "cosine":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, total)
+        else:
+            self.sched = None
+
+    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+        p = self.p
+        if p.optimizer == "sgd":
+            return torch.optim.SGD(self.net.parameters(), lr=lr, momentum=p.momentum,
+                                   weight_decay=p.weight_decay)
+        return torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=p.weight_decay)
+
+    def run(self, progress: bool) -> None:
+        p, n = self.p, len(self.x)
+        bs = min(p.batch_size, n)
+        self.net.train()
+        bar = tqdm(range(p.total_epochs), desc=f"student ({p.name})", disable=not progress,
+                   mininterval=2.0)
+        loss = None
+        for epoch in bar:
+            perm = torch.randperm(n, generator=self.g)
+            for i in range(0, n, bs):
+                loss = self.step(perm[i : i + bs])
+            if p.schedule == "step-reset" and epoch == p.epochs // 2 + 1:
+                self.opt = self._optimizer(p.lr * 0.1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kornia is not None:
+            return self.kornia(x)
+        if self.strategy is not None:
+            return dsa(x, self.strategy, generator=self.g)
+        return x
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        dev = self.device
+        x, y, w = self.x[idx].to(dev), self.y[idx].to(dev), self.w[idx].to(dev)
+        if self.model is not self.net:
+            x = self.model.standardize(x)
+        x = self._augment(x)
+        if self.p.cutmix:
+            x, src, lam = cutmix_batch(x, generator=self.g)
+            src = src.to(dev)
+            w = lam * w + (1 - lam) * w[src]
+        w = w / w.mean().clamp_min(1e-12)
+        with autocast(self.precision, dev):
+            logits = self.forward(x).float()
+        if self.teacher is None:
+            loss_i = F.cross_entropy(logits, y, reduction="none")
+            if self.p.cutmix:
+                loss_i = lam * loss_i + (1 - lam) * F.cross_entropy(logits, y[src], reduction="none")
+        else:
+            raw = x * self.model.std + self.model.mean if self.model is not self.net else x
+            with torch.no_grad(), autocast(self.precision, dev):
+                target = self.label(raw).float()
+            t = self.p.temperature
+            loss_i = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(target / t, 1),
+                              reduction="none", log_target=True).sum(1)
+        loss = (w * loss_i).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
+        return loss

@@ -141,3 +141,32 @@ def test_dm_moves_images_towards_class_statistics(digits):
     assert not torch.equal(d.images, start)  # images were optimised
     again = distill("dm", digits, 2, seed=0, iterations=15, real_batch=32, progress=False)
     assert torch.equal(d.images, again.images)
+
+
+def test_bn_statistics_match_a_float64_reference(digits, digits_teacher):
+    """Float32 per-batch moments merged pairwise equal a float64 two-pass reference, also when
+    the batches are small and unequal (7 does not divide the class size)."""
+    from pqlib.methods.wmdd import class_bn_statistics
+    from pqlib.models import batchnorm_inputs
+
+    images = digits.of_class(3)
+    got = class_bn_statistics(digits_teacher, images, batch_size=7)
+    with torch.no_grad(), batchnorm_inputs(digits_teacher.model.eval()) as rec:
+        digits_teacher.model(images)
+        ref = [(t.double().mean((0, 2, 3)), t.double().var((0, 2, 3), unbiased=False))
+               for t in rec.inputs]
+    assert len(got) == len(ref) >= 2
+    for (m, v), (m0, v0) in zip(got, ref):
+        torch.testing.assert_close(m.double(), m0, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(v.double(), v0, rtol=1e-4, atol=1e-4)
+
+
+def test_wmdd_leaves_the_shared_teacher_as_found(digits, digits_teacher):
+    params = list(digits_teacher.model.parameters())
+    params[0].requires_grad_(False)  # a caller froze part of the teacher
+    before = [p.requires_grad for p in params]
+    try:
+        distill("wmdd", digits, 1, seed=0, teacher=digits_teacher, iterations=2, progress=False)
+        assert [p.requires_grad for p in params] == before
+    finally:
+        params[0].requires_grad_(True)

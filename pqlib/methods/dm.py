@@ -9,11 +9,11 @@ images matches that of a real batch of the class:
     \\min_S \\; \\mathbb{E}_{\\psi} \\sum_c \\Big\\| \\frac{1}{|B_c|} \\sum_{x \\in B_c} \\psi(a(x))
     - \\frac{1}{|S_c|} \\sum_{s \\in S_c} \\psi(a(s)) \\Big\\|^2
 
-with random augmentation a applied to real and synthetic images alike (DSA in the paper; here
-kornia's affine + cutout with independent draws per image, which keeps the two batches'
-augmentation distributions identical). Paper protocol: 20,000 iterations, image lr 1.0 (SGD, momentum 0.5), real
-batch 256. The CPU default here is far fewer iterations (``iterations=200``); the number used
-is recorded in ``meta`` and stated in the book.
+with the same random augmentation a applied to a class's real and synthetic batch (DSA's
+siamese draw: one op group and one parameter draw per class and iteration, on standardised
+images). Paper protocol: 20,000 iterations, image lr 1.0 (SGD, momentum 0.5), real batch 256.
+The CPU default here is far fewer iterations (``iterations=200``); the number used is recorded
+in ``meta`` and stated in the book.
 
 The paper's lr applies to mean/std-normalised pixels; here pixels live in [0, 1], where the
 same SGD step is ``lr · std²``: 1.0 × 0.3081² ≈ 0.1 on MNIST, the default. (lr 1.0 on [0, 1]
@@ -27,18 +27,20 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..augment import default_augmentation
+from ..augment import default_augmentation, dsa
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import build
+from ..protocols import DATASET_STATS, DSA_DEFAULT
 from ..train import autocast, resolve_precision
 from .registry import register
 
 
 @register("dm")
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, lr: float = 0.1,
-            real_batch: int = 128, arch: str = "convnet", augment: bool = True,
-            precision: str = "auto", progress: bool = True) -> DistilledSet:
+            real_batch: int = 128, arch: str = "convnet", augment: str = "dsa",
+            clamp: bool = True, precision: str = "auto", progress: bool = True,
+            callback=None) -> DistilledSet:
     """Distribution matching with random ConvNet embeddings.
 
     Parameters
@@ -47,47 +49,73 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
     lr : SGD learning rate on the [0, 1] pixels (momentum 0.5); the paper's 1.0 on normalised pixels
     real_batch : real images per class per iteration
     arch : embedding network, re-initialised every iteration
-    augment : augment real and synthetic images with the same random family
+    augment : ``"dsa"`` (the paper: DSA on standardised images, one draw per class and
+        iteration shared by the real and the synthetic batch), ``"independent"`` (pqlib's first
+        version: kornia affine + cutout drawn per image) or ``"none"``
+    clamp : keep the synthetic pixels in [0, 1] after every step (the paper does not clamp
+        during distillation; pqlib stores images in [0, 1], so ``False`` clamps once at the end)
     precision : embeddings in ``"bf16"`` autocast or ``"fp32"`` (``"auto"``: bf16 where native)
+    callback : called as ``callback(iteration, images)`` after each iteration (e.g. to
+        evaluate snapshots); ``images`` is a detached (M, C, H, W) tensor
     """
     if iterations < 0:
         raise ValueError(f"iterations={iterations} must be >= 0")
+    if augment not in ("dsa", "independent", "none"):
+        raise ValueError(f"augment={augment!r} is not one of 'dsa', 'independent', 'none'")
     g = torch.Generator().manual_seed(seed)
     per_class = [torch.nonzero(data.labels == c).flatten() for c in range(data.num_classes)]
     init = torch.cat([idx[torch.randperm(len(idx), generator=g)[:ipc]] for idx in per_class])
     syn = data.images[init].clone().requires_grad_(True)
     labels = data.labels[init].clone()
     opt = torch.optim.SGD([syn], lr=lr, momentum=0.5)
-    aug = default_augmentation(data.image_shape) if augment else None
     c, h, _ = data.image_shape
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in _stats(data))
+    strategy = DSA_DEFAULT.replace("_flip", "") if c == 1 else DSA_DEFAULT
+    kornia = default_augmentation(data.image_shape) if augment == "independent" else None
     precision = resolve_precision(precision)
     history = []
     start = time.perf_counter()
-    for _ in tqdm(range(iterations), desc=f"dm ipc={ipc}", disable=not progress, mininterval=2.0):
-        net = build(arch, c, data.num_classes, h)
-        net.train()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        loss = torch.zeros(())
-        for k, idx in enumerate(per_class):
-            real = data.images[idx[torch.randint(len(idx), (real_batch,), generator=g)]]
-            fake = syn[k * ipc : (k + 1) * ipc]
-            if aug is not None:
-                both = aug(torch.cat([real, fake]))
-                real, fake = both[:real_batch], both[real_batch:]
-            with torch.no_grad(), autocast(precision):
-                target = net.features(real).float().mean(0)
-            with autocast(precision):
-                embedded = net.features(fake).float().mean(0)
-            loss = loss + ((target - embedded) ** 2).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            syn.clamp_(0, 1)
-        history.append(loss.item())
+    with torch.random.fork_rng():  # the networks' initialisations come from this seed alone
+        torch.manual_seed(seed)
+        for it in tqdm(range(iterations), desc=f"dm ipc={ipc}", disable=not progress, mininterval=2.0):
+            net = build(arch, c, data.num_classes, h)
+            net.train()
+            for p in net.parameters():
+                p.requires_grad_(False)
+            loss = torch.zeros(())
+            for k, idx in enumerate(per_class):
+                real = data.images[idx[torch.randint(len(idx), (real_batch,), generator=g)]]
+                both = (torch.cat([real, syn[k * ipc : (k + 1) * ipc]]) - mean) / std
+                if augment == "dsa":
+                    both = dsa(both, strategy, generator=g, shared=True)
+                elif kornia is not None:
+                    both = kornia(both)
+                with torch.no_grad(), autocast(precision):
+                    target = net.features(both[:real_batch]).float().mean(0)
+                with autocast(precision):
+                    embedded = net.features(both[real_batch:]).float().mean(0)
+                loss = loss + ((target - embedded) ** 2).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if clamp:
+                with torch.no_grad():
+                    syn.clamp_(0, 1)
+            history.append(loss.item())
+            if callback is not None:
+                callback(it + 1, syn.detach().clamp(0, 1))
     seconds = time.perf_counter() - start
-    return DistilledSet(syn.detach(), labels, torch.ones(len(labels)), data.classes,
+    return DistilledSet(syn.detach().clamp(0, 1), labels, torch.ones(len(labels)), data.classes,
                         {"stage_seconds": {"synthesize": round(seconds, 3)},
                          "loss_history": history[:: max(1, len(history) // 100)],
+                         "loss_first_last": [history[0], history[-1]] if history else None,
                          "init_indices": init.tolist()})
+
+
+def _stats(data: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) DM standardises with: the DC constants, else the data's own."""
+    kind = data.name.partition(":")[0]
+    if kind in DATASET_STATS:
+        return DATASET_STATS[kind]
+    x = data.images[: 10_000].double()
+    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist())

@@ -44,27 +44,32 @@ def class_bn_statistics(teacher: Teacher, images: torch.Tensor, batch_size: int 
                         ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-channel (mean, variance) of the input of every BN layer of the teacher over ``images``.
 
-    Accumulated in float64 over batches; one (mean, var) pair of shape (channels,) per layer.
+    One float32 forward pass: each batch's per-channel mean and centred sum of squares come from
+    ``torch.var_mean`` in float32, and batches are merged with Chan et al.'s pairwise update in
+    float64 (on per-channel vectors only), so no float64 copy of an activation is made and the
+    result matches a float64 two-pass computation to ~1e-6 relative. Returns one (mean, var) pair
+    of float32 tensors of shape (channels,) per layer, in module order.
     """
     model = teacher.model.eval()
     with batchnorm_inputs(model) as rec:
         if not rec.layers:
             raise ValueError(f"teacher {teacher.id!r} has no BatchNorm layers; WMDD needs e.g. convnet_bn")
-        n = [0] * len(rec.layers)
-        sums = [0.0] * len(rec.layers)
-        squares = [0.0] * len(rec.layers)
+        merged: list[tuple[int, torch.Tensor, torch.Tensor] | None] = [None] * len(rec.layers)
         for i in range(0, len(images), batch_size):
             model(images[i : i + batch_size])
             for k, t in enumerate(rec.inputs):
-                t = t.double()
-                n[k] += t.numel() // t.shape[1]
-                sums[k] = sums[k] + t.sum((0, 2, 3))
-                squares[k] = squares[k] + (t**2).sum((0, 2, 3))
-    out = []
-    for count, s, q in zip(n, sums, squares):
-        mean = s / count
-        out.append((mean.float(), (q / count - mean**2).clamp_min(0).float()))
-    return out
+                var, mean = torch.var_mean(t, dim=(0, 2, 3), correction=0)
+                batch = (t.numel() // t.shape[1], mean.double(), var.double() * (t.numel() // t.shape[1]))
+                merged[k] = batch if merged[k] is None else _merge_moments(merged[k], batch)
+    return [(mean.float(), (m2 / count).float()) for count, mean, m2 in merged]
+
+
+def _merge_moments(a, b):
+    """Chan et al. (1979): merge (count, mean, centred sum of squares) of two samples."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    n = na + nb
+    delta = mb - ma
+    return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
 
 
 def cached_class_bn_statistics(teacher: Teacher, data: ImageSet
@@ -151,6 +156,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     aug = default_augmentation(data.image_shape) if jitter else None
     model = teacher.model.eval()
     precision = resolve_precision(precision)
+    grad_flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     history = []
@@ -175,9 +181,9 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
                 with torch.no_grad():
                     syn.clamp_(0, 1)
                 history.append((loss.item(), feature_loss.item(), bn_loss.item()))
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(True)
+    finally:  # leave the shared teacher as it was found
+        for p, flag in zip(model.parameters(), grad_flags):
+            p.requires_grad_(flag)
     times["synthesize"] = time.perf_counter() - t0
 
     from .common import features

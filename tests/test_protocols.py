@@ -1,0 +1,119 @@
+"""Evaluation protocols as values, DSA augmentation, and students trained under them."""
+
+import pytest
+import torch
+
+from pqlib.augment import dsa
+from pqlib.protocols import PROTOCOLS, Protocol, get_protocol, protocol_from_record
+from pqlib.train import evaluate, train_student
+
+
+def test_named_protocols_hold_the_published_knobs():
+    dc = get_protocol("dc")
+    assert (dc.labels, dc.optimizer, dc.lr, dc.momentum, dc.weight_decay, dc.batch_size) == \
+        ("hard", "sgd", 0.01, 0.9, 5e-4, 256)
+    assert dc.total_epochs == 1001 and dc.schedule == "step-reset" and dc.standardize
+    assert dc.dsa_strategy(1) == "color_crop_cutout_scale_rotate"  # no flip on digits
+    assert dc.dsa_strategy(3) == "color_crop_cutout_flip_scale_rotate"
+    fkd = get_protocol("fkd")
+    assert (fkd.labels, fkd.optimizer, fkd.schedule, fkd.cutmix, fkd.temperature) == \
+        ("soft", "adamw", "cosine", True, 20.0)
+    assert fkd.replace(name="legacy-soft") == PROTOCOLS["legacy-soft"]
+    assert get_protocol("dc300") == dc.replace(name="dc300", epochs=300)
+
+
+def test_protocol_round_trips_through_its_dict_and_rejects_bad_values():
+    for p in PROTOCOLS.values():
+        assert get_protocol(p.as_dict()) == p
+    with pytest.raises(ValueError, match="unknown protocol 'dcc'.*dc, dc300"):
+        get_protocol("dcc")
+    with pytest.raises(ValueError, match="schedule='linear'"):
+        get_protocol("dc").replace(schedule="linear")
+    with pytest.raises(ValueError, match="epochs=0"):
+        get_protocol("dc").replace(epochs=0)
+    with pytest.raises(ValueError, match="unknown key"):
+        get_protocol({**get_protocol("dc").as_dict(), "lr_max": 1})
+
+
+def test_records_without_a_protocol_map_to_the_legacy_ones():
+    old = {"parameters": {"epochs": 100}}
+    assert protocol_from_record(old, "hard") == PROTOCOLS["legacy-hard"].replace(epochs=100)
+    new = {"protocol": {"soft": PROTOCOLS["fkd"].as_dict()}, "parameters": {}}
+    assert protocol_from_record(new, "soft") == PROTOCOLS["fkd"]
+
+
+def test_dsa_shares_one_draw_when_asked_and_draws_per_image_otherwise():
+    x = torch.rand(1, 1, 16, 16).expand(32, 1, 16, 16).contiguous()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):  # every op group comes up in 10 draws with high probability
+        shared = dsa(x, "crop_cutout_scale_rotate", generator=g, shared=True)
+        assert torch.allclose(shared, shared[:1].expand_as(shared))
+    distinct = {tuple(dsa(x, op, generator=g)[:, 0].flatten(1).sum(1).round(decimals=4).tolist())
+                for op in ("crop", "cutout", "scale", "rotate")}
+    assert all(len(set(v)) > 1 for v in distinct)  # per-image parameters differ
+
+
+def test_dsa_ops_keep_shape_are_differentiable_and_reproducible():
+    x = torch.rand(4, 3, 12, 12, requires_grad=True)
+    for op in ("color", "crop", "cutout", "flip", "scale", "rotate"):
+        a = dsa(x, op, generator=torch.Generator().manual_seed(1))
+        b = dsa(x, op, generator=torch.Generator().manual_seed(1))
+        assert a.shape == x.shape and torch.equal(a, b)
+        a.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        x.grad = None
+    crop = dsa(x.detach(), "crop", generator=torch.Generator().manual_seed(2))
+    assert set(crop.flatten().tolist()) <= set(x.detach().flatten().tolist()) | {0.0}
+    with pytest.raises(ValueError, match="unknown DSA op"):
+        dsa(x, "crop_blur")
+
+
+@pytest.fixture(scope="module")
+def small_set(digits):
+    from pqlib.methods import distill
+
+    return distill("random", digits, 5, seed=0)
+
+
+def test_student_under_dc_is_deterministic_and_learns(small_set, digits_test):
+    kw = dict(epochs=40, seed=4, compile=False, progress=False)
+    a, b = train_student(small_set, "dc", **kw), train_student(small_set, "dc", **kw)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert evaluate(a, digits_test) > 50.0  # chance is 10 %
+    assert torch.allclose(a.mean.flatten(), a.mean.new_tensor([small_set.images.mean()]), atol=1e-4)
+
+
+def test_student_under_compile_is_deterministic(small_set, digits_test):
+    kw = dict(epochs=3, seed=1, compile=True, progress=False)
+    a, b = train_student(small_set, "dc", **kw), train_student(small_set, "dc", **kw)
+    assert a.compiled and b.compiled
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    eager = train_student(small_set, "dc", **dict(kw, compile=False))
+    assert not eager.compiled
+    # same computation, different float rounding: the weights agree closely after 4 steps
+    for p, q in zip(a.state_dict().values(), eager.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0.05, atol=0.02)
+
+
+def test_protocol_labels_must_match_the_teacher(small_set, digits_teacher):
+    with pytest.raises(ValueError, match="'fkd' trains with soft labels: pass teacher"):
+        train_student(small_set, "fkd", epochs=1, progress=False)
+    with pytest.raises(ValueError, match="'dc' trains with hard labels: pass teacher=None"):
+        train_student(small_set, "dc", teacher=digits_teacher, epochs=1, progress=False)
+
+
+def test_standardized_soft_label_student_learns_from_the_teacher(small_set, digits_teacher,
+                                                                 digits_test):
+    """The teacher labels raw pixels while the student trains on standardised ones."""
+    p = get_protocol("fkd").replace(epochs=100, augmentation="none", standardize=True)
+    model = train_student(small_set, p, teacher=digits_teacher, seed=0, compile=False,
+                          progress=False)
+    assert evaluate(model, digits_test) > 25.0  # chance is 10 %; 100 soft-label steps
+
+
+def test_custom_protocol_value(small_set):
+    p = Protocol("mine", "hard", "sgd", lr=0.05, momentum=0.0, weight_decay=0.0, schedule="cosine",
+                 epochs=2, extra_epoch=False, batch_size=16, augmentation="none",
+                 standardize=False, cutmix=False)
+    model = train_student(small_set, p, progress=False, compile=False)
+    assert isinstance(model, torch.nn.Module) and not hasattr(model, "mean")

@@ -114,15 +114,33 @@ def cmd_sweep(args) -> int:
     from .sweep import load_profile, plan, run_sweep
 
     if args.list:
-        for run in plan(load_profile(args.profile), only=args.only):
-            print(("done  " if run.done() else "todo  ") + run.name)
+        runs = plan(load_profile(args.profile), only=args.only)
+        states = [run.state() for run in runs]
+        for run, state in zip(runs, states):
+            print(f"{state:<20}{run.name}")
+        done = sum(s != "todo" for s in states)
+        print(f"{len(runs)} runs: {done} done ({states.count('done (no notebook)')} without "
+              f"their notebook), {len(runs) - done} todo", file=sys.stderr)
         return 0
-    report = run_sweep(args.profile, only=args.only, workers=args.workers, force=args.force)
-    print(f"sweep {report.profile}: {len(report.ok)} ran, {len(report.skipped)} already done, "
-          f"{len(report.failed)} failed, {report.seconds:.0f} s")
+    report = run_sweep(args.profile, only=args.only, workers=args.workers, force=args.force,
+                       notebooks=args.notebooks)
+    if args.notebooks:
+        print(f"sweep {report.profile} --notebooks: {len(report.ok)} notebooks written, "
+              f"{len(report.skipped)} already there, {len(report.todo)} runs without a record "
+              f"not run, {len(report.failed)} failed, {report.seconds:.0f} s")
+        for name, acc in report.records_kept.items():
+            print(f"  {name}: record left untouched ({_accuracies(acc['recorded'])}); "
+                  f"this execution {_accuracies(acc['executed'])}")
+    else:
+        print(f"sweep {report.profile}: {len(report.ok)} ran, {len(report.skipped)} already done, "
+              f"{len(report.failed)} failed, {report.seconds:.0f} s")
     for name, error in report.failed.items():
         print(f"  failed {name}: {error.splitlines()[0][:200]}", file=sys.stderr)
     return report.exit_status
+
+
+def _accuracies(acc: dict | None) -> str:
+    return ", ".join(f"{kind} {value:.2f} %" for kind, value in (acc or {}).items()) or "no accuracy"
 
 
 def cmd_bench(args) -> int:
@@ -177,9 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep runs whose name contains PATTERN (glob) or whose parameter "
                         "matches KEY=VALUE; repeatable (all must match)")
     s.add_argument("--workers", type=int, help="runs at a time (default: the profile's)")
-    s.add_argument("--force", action="store_true", help="re-run finished runs")
-    s.add_argument("--list", action="store_true", help="list the runs and whether they are done")
+    s.add_argument("--force", action="store_true",
+                   help="re-run finished runs (with --notebooks: also replace their records)")
+    s.add_argument("--notebooks", action="store_true",
+                   help="only re-execute the runs that have a record but no executed notebook, "
+                        "to write the notebook and distilled set; records are left untouched")
+    s.add_argument("--list", action="store_true",
+                   help="list the runs: done, done (no notebook) or todo")
     s.set_defaults(func=cmd_sweep)
+
 
     b = sub.add_parser("bench", help="run a script of benchmarks/ (no name: list them)")
     b.add_argument("name", nargs="?")

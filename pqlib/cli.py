@@ -1,4 +1,4 @@
-"""Command line: ``pqlib distill | evaluate | sweep | train-prior | bench``.
+"""Command line: ``pqlib distill | evaluate | sweep | rerun | train-prior | bench``.
 
 Every error a user can cause ends with ``pqlib: error: <what and how to fix it>`` and exit
 status 2; nothing half-written is left behind.
@@ -143,6 +143,14 @@ def _accuracies(acc: dict | None) -> str:
     return ", ".join(f"{kind} {value:.2f} %" for kind, value in (acc or {}).items()) or "no accuracy"
 
 
+def cmd_rerun(args) -> int:
+    from .rerun import rerun
+
+    report = rerun(args.record, tolerance=args.tolerance, keep=args.keep)
+    print(report.table())
+    return report.exit_status
+
+
 def cmd_bench(args) -> int:
     import runpy
 
@@ -204,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the runs: done, done (no notebook) or todo")
     s.set_defaults(func=cmd_sweep)
 
+    r = sub.add_parser("rerun", help="re-execute a result record's run and compare the numbers")
+    r.add_argument("record", help="a result record, e.g. results/paper/paper-mnist-random-ipc1-s0.json")
+    r.add_argument("--tolerance", type=float, default=0.5,
+                   help="largest accepted accuracy difference, in points (default 0.5)")
+    r.add_argument("--keep", metavar="DIR",
+                   help="execute in DIR (new or empty) and keep the notebook, record and "
+                        "distilled set there (default: a temporary folder, removed)")
+    r.set_defaults(func=cmd_rerun)
 
     b = sub.add_parser("bench", help="run a script of benchmarks/ (no name: list them)")
     b.add_argument("name", nargs="?")

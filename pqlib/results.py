@@ -82,17 +82,21 @@ def _json_default(o):
     return str(o)
 
 
-def read_record(path: str | Path) -> dict:
+def read_record(path: str | Path, *, require_ok: bool = False) -> dict:
     """One record file, as version 2 (:func:`upgrade_record`). Raises ValueError naming the file
-    when it is not JSON or has an unknown schema version."""
+    when it is not a JSON object, has an unknown schema version, or (``require_ok``) its status
+    is not ``"ok"``."""
     path = Path(path)
     try:
         rec = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not a JSON result record ({err})") from None
-    if not isinstance(rec, dict) or rec.get("schema") not in READABLE_SCHEMAS:
-        schema = rec.get("schema") if isinstance(rec, dict) else None
-        raise ValueError(f"{path}: schema {schema!r}, expected one of {READABLE_SCHEMAS}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON result record ({err})") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path} is not a JSON result record (a {type(rec).__name__}, not an object)")
+    if require_ok and rec.get("status") != "ok":
+        raise ValueError(f"{path} has status {rec.get('status')!r}, not 'ok'")
+    if rec.get("schema") not in READABLE_SCHEMAS:
+        raise ValueError(f"{path}: schema {rec.get('schema')!r}, expected one of {READABLE_SCHEMAS}")
     return upgrade_record(rec)
 
 

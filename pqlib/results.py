@@ -11,8 +11,9 @@ A *result record* is one JSON file per run, ``results/<run>.json`` (the referenc
     parameters      exactly the notebook parameters that re-create the run, as given: dataset,
                     method, variant, options, ipc, seed, student, teacher, teacher_epochs,
                     epochs, train_size, test_size (0 = all), ... — every parameter of the
-                    notebook's parameters cell except threads, result_path and distilled_dir;
-                    ``pqlib rerun`` executes the notebook with them
+                    notebook's parameters cell except threads, result_path and distilled_dir
+                    (``variant`` is the method's name when none was given); ``pqlib rerun``
+                    executes the notebook with them
     derived         what those parameters resolved to on this machine: precision ("bf16" |
                     "fp32"), train_size / test_size (images actually used), torch_threads
     accuracy        {"soft": %, "hard": %, ...} test accuracy of the students, in percent

@@ -156,12 +156,17 @@ for kind, labeller, name in kinds:
 # ## Result record
 
 # %%
+# "parameters": the notebook parameters that re-create this run, as given (`pqlib rerun`
+# passes them back); "derived": what they resolved to on this machine.
 record = {
     "run": run_name, "profile": profile, "status": "ok",
     "parameters": {"dataset": dataset, "method": method, "variant": variant, "options": options,
-                   "ipc": ipc, "seed": seed, "student": student, "teacher": teacher,
-                   "epochs": epochs, "train_size": len(train), "test_size": len(test),
-                   "precision": resolve_precision()},
+                   "ipc": ipc, "seed": seed, "profile": profile, "student": student,
+                   "teacher": teacher, "teacher_epochs": teacher_epochs, "epochs": epochs,
+                   "soft_labels": soft_labels, "hard_labels": hard_labels,
+                   "train_size": train_size, "test_size": test_size, "run_name": run_name},
+    "derived": {"precision": resolve_precision(), "train_size": len(train), "test_size": len(test),
+                "torch_threads": torch.get_num_threads()},
     "accuracy": accuracy,
     "protocol": protocols,
     "compiled": compiled,

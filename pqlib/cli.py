@@ -1,4 +1,4 @@
-"""Command line: ``pqlib distill | evaluate | sweep | train-prior | bench``.
+"""Command line: ``pqlib distill | evaluate | sweep | rerun | train-prior | bench``.
 
 Every error a user can cause ends with ``pqlib: error: <what and how to fix it>`` and exit
 status 2; nothing half-written is left behind.
@@ -114,14 +114,40 @@ def cmd_sweep(args) -> int:
     from .sweep import load_profile, plan, run_sweep
 
     if args.list:
-        for run in plan(load_profile(args.profile), only=args.only):
-            print(("done  " if run.done() else "todo  ") + run.name)
+        runs = plan(load_profile(args.profile), only=args.only)
+        states = [run.state() for run in runs]
+        for run, state in zip(runs, states):
+            print(f"{state:<20}{run.name}")
+        done = sum(s != "todo" for s in states)
+        print(f"{len(runs)} runs: {done} done ({states.count('done (no notebook)')} without "
+              f"their notebook), {len(runs) - done} todo", file=sys.stderr)
         return 0
-    report = run_sweep(args.profile, only=args.only, workers=args.workers, force=args.force)
-    print(f"sweep {report.profile}: {len(report.ok)} ran, {len(report.skipped)} already done, "
-          f"{len(report.failed)} failed, {report.seconds:.0f} s")
+    report = run_sweep(args.profile, only=args.only, workers=args.workers, force=args.force,
+                       notebooks=args.notebooks)
+    if args.notebooks:
+        print(f"sweep {report.profile} --notebooks: {len(report.ok)} notebooks written, "
+              f"{len(report.skipped)} already there, {len(report.todo)} runs without a record "
+              f"not run, {len(report.failed)} failed, {report.seconds:.0f} s")
+        for name, acc in report.records_kept.items():
+            print(f"  {name}: record left untouched ({_accuracies(acc['recorded'])}); "
+                  f"this execution {_accuracies(acc['executed'])}")
+    else:
+        print(f"sweep {report.profile}: {len(report.ok)} ran, {len(report.skipped)} already done, "
+              f"{len(report.failed)} failed, {report.seconds:.0f} s")
     for name, error in report.failed.items():
         print(f"  failed {name}: {error.splitlines()[0][:200]}", file=sys.stderr)
+    return report.exit_status
+
+
+def _accuracies(acc: dict | None) -> str:
+    return ", ".join(f"{kind} {value:.2f} %" for kind, value in (acc or {}).items()) or "no accuracy"
+
+
+def cmd_rerun(args) -> int:
+    from .rerun import rerun
+
+    report = rerun(args.record, tolerance=args.tolerance, keep=args.keep)
+    print(report.table())
     return report.exit_status
 
 
@@ -177,9 +203,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep runs whose name contains PATTERN (glob) or whose parameter "
                         "matches KEY=VALUE; repeatable (all must match)")
     s.add_argument("--workers", type=int, help="runs at a time (default: the profile's)")
-    s.add_argument("--force", action="store_true", help="re-run finished runs")
-    s.add_argument("--list", action="store_true", help="list the runs and whether they are done")
+    s.add_argument("--force", action="store_true",
+                   help="re-run finished runs (with --notebooks: also replace their records)")
+    s.add_argument("--notebooks", action="store_true",
+                   help="only re-execute the runs that have a record but no executed notebook, "
+                        "to write the notebook and distilled set; records are left untouched")
+    s.add_argument("--list", action="store_true",
+                   help="list the runs: done, done (no notebook) or todo")
     s.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("rerun", help="re-execute a result record's run and compare the numbers")
+    r.add_argument("record", help="a result record, e.g. results/paper/paper-mnist-random-ipc1-s0.json")
+    r.add_argument("--tolerance", type=float, default=0.5,
+                   help="largest accepted accuracy difference, in points (default 0.5)")
+    r.add_argument("--keep", metavar="DIR",
+                   help="execute in DIR (new or empty) and keep the notebook, record and "
+                        "distilled set there (default: a temporary folder, removed)")
+    r.set_defaults(func=cmd_rerun)
 
     b = sub.add_parser("bench", help="run a script of benchmarks/ (no name: list them)")
     b.add_argument("name", nargs="?")

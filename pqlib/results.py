@@ -2,14 +2,20 @@
 
 A *result record* is one JSON file per run, ``results/<run>.json`` (the reference run of the
 ``paper`` profile lives in ``results/paper/``). It is written by ``notebooks/experiment.py``
-(through :func:`write_record`) and completed by :mod:`pqlib.sweep`. Schema (version 1)::
+(through :func:`write_record`) and completed by :mod:`pqlib.sweep`. Schema (version 2)::
 
-    schema          1
+    schema          2
     run             run name, e.g. "quick-mnist-ddoq-ipc10-s0"
     profile         smoke | quick | paper | (custom)
     status          "ok" (failed runs are kept apart, in results/failed/)
-    parameters      the notebook parameters: dataset, method, variant, options, ipc, seed,
-                    student, teacher, epochs, test_size, ...
+    parameters      exactly the notebook parameters that re-create the run, as given: dataset,
+                    method, variant, options, ipc, seed, student, teacher, teacher_epochs,
+                    epochs, train_size, test_size (0 = all), ... — every parameter of the
+                    notebook's parameters cell except threads, result_path and distilled_dir
+                    (``variant`` is the method's name when none was given); ``pqlib rerun``
+                    executes the notebook with them
+    derived         what those parameters resolved to on this machine: precision ("bf16" |
+                    "fp32"), train_size / test_size (images actually used), torch_threads
     accuracy        {"soft": %, "hard": %, ...} test accuracy of the students, in percent
     w2              the method's own W2 figures (latent space for d4m/ddoq, feature space for
                     wmdd): {"weighted": W2, "uniform": W2, "reduction_pct": %}
@@ -22,6 +28,11 @@ A *result record* is one JSON file per run, ``results/<run>.json`` (the referenc
     commit, machine, versions   provenance
     wall_time_s     the whole run (set by the sweep: kernel start to finish)
     created         ISO-8601 UTC time the record was written
+
+Version 1 records (the committed reference run) kept the derived values inside
+``parameters``: ``precision``, and ``train_size`` / ``test_size`` as the numbers of images used.
+:func:`upgrade_record` reads them as version 2: ``parameters`` without ``precision``, sizes equal
+to the whole split read as 0, the recorded values moved to ``derived``.
 """
 
 from __future__ import annotations
@@ -35,16 +46,22 @@ import pandas as pd
 
 from .cache import atomic_write
 
-__all__ = ["write_record", "load_records", "accuracy_table", "summary", "paper_reported",
+__all__ = ["write_record", "load_records", "upgrade_record", "read_record", "accuracy_table", "summary", "paper_reported",
            "find_run", "results_root", "provenance_line", "pairs_table", "w2_table", "stage_table",
-           "provenance_table", "METHOD_ORDER", "SCHEMA_VERSION", "PROFILE_PREFERENCE"]
+           "provenance_table", "METHOD_ORDER", "SCHEMA_VERSION", "READABLE_SCHEMAS",
+           "PROFILE_PREFERENCE", "SPLIT_SIZES"]
 
 METHOD_ORDER = ["random", "herding", "kcenter", "dm", "d4m", "ddoq", "ddoq-sqrt", "wmdd",
                 "wmdd-uniform"]
 
 PROFILE_PREFERENCE = ("paper", "quick", "smoke")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+
+# (train, test) sizes of the built-in datasets' whole splits (see pqlib.data), to read the
+# resolved sizes of version-1 records back as "0 = all"
+SPLIT_SIZES = {"mnist": (60000, 10000), "digits": (1437, 360)}
 
 
 def write_record(path: str | Path, record: dict) -> Path:
@@ -66,32 +83,76 @@ def _json_default(o):
     return str(o)
 
 
+def read_record(path: str | Path, *, require_ok: bool = False) -> dict:
+    """One record file, as version 2 (:func:`upgrade_record`). Raises ValueError naming the file
+    when it is not a JSON object, has an unknown schema version, or (``require_ok``) its status
+    is not ``"ok"``."""
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON result record ({err})") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path} is not a JSON result record (a {type(rec).__name__}, not an object)")
+    if require_ok and rec.get("status") != "ok":
+        raise ValueError(f"{path} has status {rec.get('status')!r}, not 'ok'")
+    if rec.get("schema") not in READABLE_SCHEMAS:
+        raise ValueError(f"{path}: schema {rec.get('schema')!r}, expected one of {READABLE_SCHEMAS}")
+    return upgrade_record(rec)
+
+
+def upgrade_record(rec: dict) -> dict:
+    """A record in the version-2 layout (a copy; version-2 records come back unchanged).
+
+    A version-1 record's ``parameters`` lose ``precision``; its ``train_size`` / ``test_size``
+    (the numbers of images used) read as 0 when they are the whole split of a built-in dataset
+    (:data:`SPLIT_SIZES`), else stay as they are (the notebook uses the first N images, so the
+    same N selects the same images). The recorded values go to ``derived``, with the torch
+    thread count from ``machine``. The copy has ``schema`` 2 and ``upgraded_from`` 1.
+    """
+    if rec.get("schema") != 1:
+        return rec
+    rec = dict(rec)
+    params = dict(rec.get("parameters") or {})
+    derived = {"precision": params.pop("precision", None), "train_size": params.get("train_size"),
+               "test_size": params.get("test_size"),
+               "torch_threads": (rec.get("machine") or {}).get("torch_threads")}
+    full = SPLIT_SIZES.get(params.get("dataset"))
+    if full:
+        for key, n in zip(("train_size", "test_size"), full):
+            if params.get(key) == n:
+                params[key] = 0
+    rec.update(schema=2, upgraded_from=1, parameters=params, derived=derived)
+    return rec
+
+
 def load_records(*locations: str | Path) -> pd.DataFrame:
     """Load result records (files or folders of ``*.json``) into one flat DataFrame.
 
     One row per run with columns ``run, profile, dataset, method, variant, ipc, seed``,
+    ``epochs``, ``train_size``, ``test_size`` (images used), ``precision``,
     ``acc_<kind>`` for every accuracy kind, ``w2_weighted, w2_uniform, w2_reduction_pct``,
     ``fw2_weighted, fw2_uniform``, ``t_<stage>`` stage seconds, ``wall_time_s``, ``commit``,
-    ``cpu``. Records with another schema version raise ValueError.
+    ``cpu``. Reads schema versions 1 and 2 (:func:`upgrade_record`); other versions raise
+    ValueError.
     """
     rows = []
     for loc in locations or (results_root(),):
         loc = Path(loc)
         files = sorted(loc.glob("*.json")) if loc.is_dir() else [loc]
         for f in files:
-            rec = json.loads(f.read_text())
-            if rec.get("schema") != SCHEMA_VERSION:
-                raise ValueError(f"{f}: schema {rec.get('schema')!r}, expected {SCHEMA_VERSION}")
-            rows.append(_flatten(rec))
+            rows.append(_flatten(read_record(f)))
     return pd.DataFrame(rows)
 
 
 def _flatten(rec: dict) -> dict:
     p = rec.get("parameters", {})
+    derived = rec.get("derived") or {}
     row = {"run": rec.get("run"), "profile": rec.get("profile"), "dataset": p.get("dataset"),
            "method": p.get("method"), "variant": p.get("variant") or p.get("method"),
            "ipc": p.get("ipc"), "seed": p.get("seed"), "epochs": p.get("epochs"),
-           "test_size": p.get("test_size")}
+           "train_size": derived.get("train_size"), "test_size": derived.get("test_size"),
+           "precision": derived.get("precision")}
     for kind, acc in (rec.get("accuracy") or {}).items():
         row[f"acc_{kind}"] = acc
     w2 = rec.get("w2") or {}
@@ -197,7 +258,8 @@ def find_run(variant: str, ipc: int, *, seed: int = 0, root: str | Path | None =
         for folder in (root / profile, root):
             for f in sorted(folder.glob(f"{profile}-*-{variant}-ipc{ipc}-s{seed}.json")):
                 rec = json.loads(f.read_text())
-                if rec.get("parameters", {}).get("variant") != variant:
+                p = rec.get("parameters", {})
+                if (p.get("variant") or p.get("method")) != variant:
                     continue
                 distilled = folder / "distilled" / f.stem
                 if distilled.is_dir():
@@ -207,11 +269,13 @@ def find_run(variant: str, ipc: int, *, seed: int = 0, root: str | Path | None =
 
 def provenance_line(record: dict) -> str:
     """One line saying where a record came from: run, profile, seed, commit, machine, time."""
+    record = upgrade_record(record)
     p = record.get("parameters", {})
+    test_size = (record.get("derived") or {}).get("test_size")
     machine = record.get("machine") or {}
     commit = str(record.get("commit", "unknown"))[:10]
     return (f"run {record.get('run')} (profile {record.get('profile')}, seed {p.get('seed')}, "
-            f"{p.get('epochs')} student epochs, {p.get('test_size')} test images) — commit "
+            f"{p.get('epochs')} student epochs, {test_size} test images) — commit "
             f"{commit}, {machine.get('cpu')} ({machine.get('torch_threads')} threads), "
             f"{record.get('wall_time_s') or record.get('notebook_seconds')} s, {record.get('created')}")
 

@@ -8,10 +8,18 @@ with shared notebook ``parameters`` (and optional per-IPC overrides). Each run e
 * ``<records>/<run>.json`` — its result record (schema in :mod:`pqlib.results`), and
 * ``<records>/distilled/<run>/`` — the distilled set (:meth:`DistilledSet.save` layout).
 
-Runs whose notebook and record both exist are skipped (resume). A run executes in a staging
-folder (``<records>/.staging/<run>/``) and is moved into place only when it succeeded, so an interrupted
-sweep leaves no half-written file; a failing run is recorded with its error in
-``<records>/failed/`` and the others go on; the exit status is non-zero if any run failed.
+A run is *done* when its record exists with status ``ok``, wherever its executed notebook is:
+the records are the source of truth (``results/paper/`` commits them, not the notebooks), so a
+fresh clone resumes where the reference run stopped. ``notebooks=True`` (``pqlib sweep
+--notebooks``) re-executes the done runs that have no notebook, to write the notebook and the
+distilled set; their record is left as it is (unless ``force``), and the accuracies of the new
+execution are reported beside the recorded ones. :func:`pqlib.rerun.rerun` (``pqlib rerun
+RECORD``) re-executes one record's run in a scratch folder and compares the numbers.
+
+A run executes in a staging folder (``<records>/.staging/<run>/``) and is moved into place only
+when it succeeded, so an interrupted sweep leaves no half-written file; a failing run is
+recorded with its error in ``<records>/failed/`` and the others go on; the exit status is
+non-zero if any run failed.
 
 Runs go through an *executor*: anything with ``submit(fn, *args) -> Future``.
 :class:`LocalExecutor` runs them in local kernels (``workers`` at a time); a
@@ -20,6 +28,7 @@ Runs go through an *executor*: anything with ``submit(fn, *args) -> Future``.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import os
@@ -35,8 +44,8 @@ from tqdm import tqdm
 from .cache import atomic_write
 from .provenance import provenance
 
-__all__ = ["Run", "Profile", "load_profile", "plan", "run_sweep", "LocalExecutor", "REPO",
-           "SweepReport"]
+__all__ = ["Run", "Profile", "load_profile", "plan", "run_sweep", "execute_run", "LocalExecutor",
+           "REPO", "SweepReport", "notebook_parameters"]
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE_DIR = REPO / "profiles"
@@ -70,7 +79,17 @@ class Run:
     record: Path
 
     def done(self) -> bool:
-        return self.notebook.exists() and self.record.exists()
+        """Whether the run's record exists with status ``ok`` (the notebook may be missing)."""
+        try:
+            return json.loads(self.record.read_text()).get("status") == "ok"
+        except (OSError, ValueError, AttributeError):  # missing, unreadable or not a JSON object
+            return False
+
+    def state(self) -> str:
+        """``"done"``, ``"done (no notebook)"`` or ``"todo"``."""
+        if not self.done():
+            return "todo"
+        return "done" if self.notebook.exists() else "done (no notebook)"
 
 
 def load_profile(profile: str | Path) -> Profile:
@@ -98,6 +117,26 @@ def load_profile(profile: str | Path) -> Profile:
         ipc_overrides={int(k): dict(v) for k, v in (spec.get("ipc_overrides") or {}).items()},
         workers=int(spec.get("workers", 1)),
     )
+
+
+def notebook_parameters(notebook: Path = NOTEBOOK) -> dict:
+    """The parameters cell of a jupytext notebook: ``{name: default}`` (defaults that are not
+    literals come back as their source text)."""
+    import jupytext
+
+    for cell in jupytext.read(notebook).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            out = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        if isinstance(target, ast.Name):
+                            try:
+                                out[target.id] = ast.literal_eval(node.value)
+                            except ValueError:
+                                out[target.id] = ast.get_source_segment(cell.source, node.value)
+            return out
+    raise ValueError(f"{notebook} has no cell tagged 'parameters'")
 
 
 def _slug(text: str) -> str:
@@ -156,10 +195,16 @@ class LocalExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBOOK) -> dict:
+def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBOOK,
+                keep_record: bool = False) -> dict:
     """Execute one run with papermill; move its outputs into place on success.
 
-    Returns ``{"run", "status": "ok"|"failed", "seconds", "error"}``.
+    ``threads`` is passed as the notebook's ``threads`` parameter (torch threads). With
+    ``keep_record`` the executed notebook and the distilled set are moved into place but the
+    existing record file is left untouched (the new execution's record is discarded).
+
+    Returns ``{"run", "status": "ok"|"failed", "seconds", "error", "accuracy"}`` (``accuracy``:
+    that of this execution, ``None`` when it failed).
     """
     import jupytext
     import papermill
@@ -192,9 +237,10 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
             shutil.rmtree(final_set, ignore_errors=True)
             final_set.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(staged_set), str(final_set))
-        with atomic_write(run.record, "w") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
+        if not keep_record:
+            with atomic_write(run.record, "w") as f:
+                json.dump(record, f, indent=2)
+                f.write("\n")
     else:
         failed = run.record.parent / "failed"
         failed.mkdir(parents=True, exist_ok=True)
@@ -206,7 +252,8 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
                        **provenance()}, f, indent=2, default=str)
     shutil.rmtree(stage, ignore_errors=True)
     return {"run": run.name, "status": "ok" if error is None else "failed",
-            "seconds": round(seconds, 2), "error": error}
+            "seconds": round(seconds, 2), "error": error,
+            "accuracy": record.get("accuracy") if error is None else None}
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -218,7 +265,12 @@ def _move(src: Path, dst: Path) -> None:
 
 @dataclass
 class SweepReport:
-    """What a sweep did."""
+    """What a sweep did.
+
+    With ``notebooks=True``, ``ok`` lists the runs whose notebook was re-created and
+    ``records_kept`` maps each of them to ``{"recorded": accuracy, "executed": accuracy}``
+    when its record was left untouched; ``todo`` lists the runs that have no record yet.
+    """
 
     profile: str
     planned: int
@@ -226,37 +278,72 @@ class SweepReport:
     ok: list[str]
     failed: dict[str, str]
     seconds: float
+    records_kept: dict[str, dict] = field(default_factory=dict)
+    todo: list[str] = field(default_factory=list)
 
     @property
     def exit_status(self) -> int:
         return 1 if self.failed else 0
 
 
+def _recorded(run: Run) -> dict:
+    try:
+        return json.loads(run.record.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: int | None = None,
-              executor=None, force: bool = False, progress: bool = True) -> SweepReport:
-    """Run every unfinished run of a profile; see the module docstring."""
+              executor=None, force: bool = False, notebooks: bool = False,
+              progress: bool = True) -> SweepReport:
+    """Run every unfinished run of a profile; see the module docstring.
+
+    ``force``: re-run the done runs too (replacing their records). ``notebooks``: execute only
+    the done runs that have no notebook, writing the notebook and the distilled set and leaving
+    the record untouched (with ``force``, the record is replaced by the new execution's).
+    """
     prof = load_profile(profile)
     runs = plan(prof, only=only)
     if not runs:
         raise ValueError(f"no run of profile {prof.name!r} matches --only {only}")
-    todo = [r for r in runs if force or not r.done()]
-    skipped = [r.name for r in runs if r not in todo]
+    if notebooks:
+        todo = [r for r in runs if r.done() and not r.notebook.exists()]
+        missing = [r.name for r in runs if not r.done()]
+    else:
+        todo = [r for r in runs if force or not r.done()]
+        missing = []
+    skipped = [r.name for r in runs if r not in todo and r.name not in missing]
+    keep = notebooks and not force
     shutil.rmtree(prof.records / ".staging", ignore_errors=True)  # leftovers of an interrupted sweep
     workers = workers or prof.workers
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     own = executor is None
     executor = executor or LocalExecutor(workers)
-    ok, failed = [], {}
+    ok, failed, kept = [], {}, {}
+    recorded = {r.name: _recorded(r) for r in todo} if notebooks else {}
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"sweep {prof.name}", unit="run", disable=not progress)
-    bar.write(f"sweep {prof.name}: {len(runs)} runs, {len(skipped)} already done, "
-              f"{len(todo)} to run ({workers} at a time)")
+    if notebooks:
+        bar.write(f"sweep {prof.name} --notebooks: {len(runs)} runs, {len(todo)} done without a "
+                  f"notebook to execute ({workers} at a time; records "
+                  f"{'replaced (--force)' if force else 'left untouched'}), {len(missing)} without "
+                  f"a record not run")
+    else:
+        bar.write(f"sweep {prof.name}: {len(runs)} runs, {len(skipped)} already done, "
+                  f"{len(todo)} to run ({workers} at a time)")
     try:
-        futures = {executor.submit(execute_run, r, threads=threads): r for r in todo}
+        futures = {}
+        for r in todo:
+            # a notebook re-created for a record uses the record's thread count, to match it
+            t = (recorded.get(r.name, {}).get("machine") or {}).get("torch_threads") or threads
+            futures[executor.submit(execute_run, r, threads=t, keep_record=keep)] = r
         for fut in as_completed(futures):
             res = fut.result()
             if res["status"] == "ok":
                 ok.append(res["run"])
+                if keep:
+                    kept[res["run"]] = {"recorded": recorded[res["run"]].get("accuracy"),
+                                        "executed": res["accuracy"]}
             else:
                 failed[res["run"]] = res["error"]
                 bar.write(f"FAILED {res['run']}: {res['error'].splitlines()[0][:300]}")
@@ -266,4 +353,5 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
         bar.close()
         if own:
             executor.shutdown()
-    return SweepReport(prof.name, len(runs), skipped, ok, failed, time.perf_counter() - start)
+    return SweepReport(prof.name, len(runs), skipped, ok, failed, time.perf_counter() - start,
+                       records_kept=kept, todo=missing)

@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     ap.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--budgets", type=int, nargs="+", default=[0, 50, 100, 200, 400])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--variants", nargs="+", default=["dsa"], choices=sorted(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=["dsa-noclamp"], choices=sorted(VARIANTS))
     ap.add_argument("--real-batch", type=int, default=64)
     ap.add_argument("--protocol", default="dc300")
     ap.add_argument("--soft", action="store_true")

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -45,6 +47,7 @@ teacher_epochs = 0         # teacher training epochs; 0 means the pqlib default
 hard_protocol = "dc300"    # hard-label student protocol (pqlib.protocols: dc, dc300, legacy-hard)
 soft_protocol = "fkd"      # soft-label student protocol (fkd, legacy-soft)
 epochs = 0                 # override the protocols' epochs E; 0 keeps them
+compile = "auto"           # torch.compile the students: True, False or "auto" (long runs)
 soft_labels = True         # train a student with the teacher's soft labels
 hard_labels = True         # train a student with hard labels
 train_size = 0             # distill from the first N training images; 0 means all
@@ -145,7 +148,7 @@ for kind, labeller, name in kinds:
     protocol = get_protocol(name).replace(epochs=epochs or None)
     t0 = time.perf_counter()
     model = train_student(distilled, protocol, arch=student, teacher=labeller, seed=seed,
-                          progress=False)
+                          compile=compile, progress=False)
     accuracy[kind] = evaluate(model, test)
     train_seconds[kind] = round(time.perf_counter() - t0, 2)
     protocols[kind], compiled[kind] = protocol.as_dict(), model.compiled
@@ -163,6 +166,8 @@ record = {
     "parameters": {"dataset": dataset, "method": method, "variant": variant, "options": options,
                    "ipc": ipc, "seed": seed, "profile": profile, "student": student,
                    "teacher": teacher, "teacher_epochs": teacher_epochs, "epochs": epochs,
+                   "hard_protocol": hard_protocol, "soft_protocol": soft_protocol,
+                   "compile": compile,
                    "soft_labels": soft_labels, "hard_labels": hard_labels,
                    "train_size": train_size, "test_size": test_size, "run_name": run_name},
     "derived": {"precision": resolve_precision(), "train_size": len(train), "test_size": len(test),

@@ -108,7 +108,9 @@ def upgrade_record(rec: dict) -> dict:
     (the numbers of images used) read as 0 when they are the whole split of a built-in dataset
     (:data:`SPLIT_SIZES`), else stay as they are (the notebook uses the first N images, so the
     same N selects the same images). The recorded values go to ``derived``, with the torch
-    thread count from ``machine``. The copy has ``schema`` 2 and ``upgraded_from`` 1.
+    thread count from ``machine``. Version-1 students were trained eagerly under the
+    ``legacy-hard`` / ``legacy-soft`` protocols (:mod:`pqlib.protocols`), which the upgraded
+    parameters name. The copy has ``schema`` 2 and ``upgraded_from`` 1.
     """
     if rec.get("schema") != 1:
         return rec
@@ -122,6 +124,7 @@ def upgrade_record(rec: dict) -> dict:
         for key, n in zip(("train_size", "test_size"), full):
             if params.get(key) == n:
                 params[key] = 0
+    params.update(hard_protocol="legacy-hard", soft_protocol="legacy-soft", compile=False)
     rec.update(schema=2, upgraded_from=1, parameters=params, derived=derived)
     return rec
 

@@ -39,7 +39,7 @@ from .registry import register
 @register("dm")
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, lr: float = 0.1,
             real_batch: int = 128, arch: str = "convnet", augment: str = "dsa",
-            clamp: bool = True, precision: str = "auto", progress: bool = True,
+            clamp: bool = False, precision: str = "auto", progress: bool = True,
             callback=None) -> DistilledSet:
     """Distribution matching with random ConvNet embeddings.
 
@@ -52,8 +52,10 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
     augment : ``"dsa"`` (the paper: DSA on standardised images, one draw per class and
         iteration shared by the real and the synthetic batch), ``"independent"`` (pqlib's first
         version: kornia affine + cutout drawn per image) or ``"none"``
-    clamp : keep the synthetic pixels in [0, 1] after every step (the paper does not clamp
-        during distillation; pqlib stores images in [0, 1], so ``False`` clamps once at the end)
+    clamp : keep the synthetic pixels in [0, 1] after every step. Off by default, as in the
+        paper: pqlib stores images in [0, 1], so they are clamped once, at the end. Clamping
+        every step made the IPC-1 images ones the teacher mislabels (soft-label students
+        41.8 % against 92.0 % unclamped, 200 iterations; ``benchmarks/dm_curve.py``)
     precision : embeddings in ``"bf16"`` autocast or ``"fp32"`` (``"auto"``: bf16 where native)
     callback : called as ``callback(iteration, images)`` after each iteration (e.g. to
         evaluate snapshots); ``images`` is a detached (M, C, H, W) tensor
@@ -110,6 +112,29 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
                          "loss_history": history[:: max(1, len(history) // 100)],
                          "loss_first_last": [history[0], history[-1]] if history else None,
                          "init_indices": init.tolist()})
+
+
+@torch.no_grad()
+def objective(data: ImageSet, images: torch.Tensor, ipc: int, *, seed: int = 0, networks: int = 20,
+              real_batch: int = 256, arch: str = "convnet") -> float:
+    """DM's matching loss of ``images`` (class-sorted, ``ipc`` per class) averaged over
+    ``networks`` random embeddings and real batches drawn from ``seed``, without augmentation:
+    a fixed yardstick to compare image sets (the training loss redraws both every step)."""
+    g = torch.Generator().manual_seed(seed)
+    c, h, _ = data.image_shape
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in _stats(data))
+    total = 0.0
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for _ in range(networks):
+            net = build(arch, c, data.num_classes, h).train()
+            for k in range(data.num_classes):
+                idx = torch.nonzero(data.labels == k).flatten()
+                real = data.images[idx[torch.randint(len(idx), (real_batch,), generator=g)]]
+                target = net.features((real - mean) / std).mean(0)
+                embedded = net.features((images[k * ipc : (k + 1) * ipc] - mean) / std).mean(0)
+                total += float(((target - embedded) ** 2).sum())
+    return total / networks
 
 
 def _stats(data: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:

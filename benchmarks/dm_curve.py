@@ -74,9 +74,9 @@ def main(argv=None) -> None:
               "real_batch": args.real_batch, "compiled": model.compiled})
 
     top = max(args.budgets)
-    for ipc in args.ipc:
-        for variant in args.variants:
-            for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: a first curve for every IPC comes early
+        for ipc in args.ipc:
+            for variant in args.variants:
                 keys = [(ipc, variant, seed, b, "hard", args.protocol) for b in args.budgets]
                 if args.soft:
                     keys += [(ipc, variant, seed, b, "soft", "fkd") for b in (0, top)]

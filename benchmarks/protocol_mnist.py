@@ -91,7 +91,7 @@ def write_tables(doc: dict, path: Path) -> str:
     acc, cost = tables(doc["rows"])
     prov = doc.get("provenance", {})
     text = (
-        "# Protocol calibration on MNIST (ConvNet-3 students, 10,000 test images)\n\n"
+        "## Protocol calibration on MNIST (ConvNet-3 students, 10,000 test images)\n\n"
         "Made by `" + doc.get("command", "python benchmarks/protocol_mnist.py") + "` "
         f"(rows: `{path.with_suffix('.json').name}`). Accuracy in %, mean ± std over seeds "
         "(runs in brackets); `fkd` = the random subset with the teacher's soft labels. "

@@ -52,11 +52,20 @@ print(f"reference run: {len(paper)} records; this build: {len(build)} records "
 # Test accuracy (%) of ConvNet-3 students trained on each distilled set, mean ± standard
 # deviation over seeds. *Soft labels*: KL to the ConvNet-BN teacher's temperature-20 soft
 # labels on every augmented batch (the D4M / RDED protocol). *Hard labels*: cross-entropy on
-# the class labels (the protocol of the published MNIST numbers). The protocol, from
-# `profiles/paper.yaml`:
+# the class labels. The run, from `profiles/paper.yaml`:
 
 # %% tags=["hide-input"]
 display(Markdown("> " + sweep.load_profile("paper").description))
+
+# %% [markdown]
+# Every student is trained under a named evaluation protocol (`pqlib.protocols`), stored in
+# its record. These are the protocols of the reference run's records, every knob: `dc` is
+# the published DC/DSA/DM evaluation, `legacy-*` the protocols of pqlib's first runs (see
+# {doc}`reproduce` for the calibration of the protocols against the published numbers).
+
+# %% tags=["hide-input"]
+if not paper.empty:
+    display(results.protocol_table(paper))
 
 
 def show(df, title):

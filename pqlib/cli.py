@@ -54,6 +54,7 @@ def cmd_evaluate(args) -> int:
     from .cache import atomic_write
     from .data import load
     from .distilled import DistilledSet
+    from .protocols import get_protocol
     from .provenance import provenance
     from .train import evaluate, resolve_precision, train_student, train_teacher
 
@@ -69,24 +70,29 @@ def cmd_evaluate(args) -> int:
             f"{test.num_classes}; pass the dataset it was distilled from"
         )
     teacher = None if args.teacher == "none" else train_teacher(dataset, args.teacher)
+    protocol = get_protocol(args.protocol or ("dc" if teacher is None else "fkd"))
+    protocol = protocol.replace(epochs=args.epochs)
     start = time.perf_counter()
-    model = train_student(distilled, arch=args.student, teacher=teacher, epochs=args.epochs,
+    model = train_student(distilled, protocol, arch=args.student, teacher=teacher,
                           seed=args.seed, use_weights=not args.no_weights)
     acc = evaluate(model, test)
     seconds = time.perf_counter() - start
-    tag = f"{args.student}-{args.teacher}-e{args.epochs}-s{args.seed}" + ("-noweights" if args.no_weights else "")
+    tag = (f"{args.student}-{args.teacher}-{protocol.name}-e{protocol.epochs}-s{args.seed}"
+           + ("-noweights" if args.no_weights else ""))
     record = {
         "accuracy": acc, "dataset": dataset, "student": args.student, "teacher": args.teacher,
         "teacher_id": teacher.id if teacher else None,
         "teacher_accuracy": teacher.accuracy if teacher else None,
-        "epochs": args.epochs, "seed": args.seed, "use_weights": not args.no_weights,
+        "protocol": protocol.as_dict(), "compiled": model.compiled,
+        "seed": args.seed, "use_weights": not args.no_weights,
         "precision": resolve_precision(), "train_eval_seconds": round(seconds, 2),
         "distilled": distilled.meta, **provenance(),
     }
     path = Path(args.dir) / f"eval-{tag}.json"
     with atomic_write(path, "w") as f:
         json.dump(record, f, indent=2, default=str)
-    print(f"test accuracy {acc:.2f} %  ({args.student} student, "
+    print(f"test accuracy {acc:.2f} %  ({args.student} student, protocol {protocol.name} "
+          f"E={protocol.epochs}, "
           f"{'hard labels' if teacher is None else 'soft labels from ' + teacher.id}; {path})")
     return 0
 
@@ -192,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--teacher", default="convnet_bn",
                    help="soft-label teacher architecture, or 'none' for hard labels (default convnet_bn)")
     e.add_argument("--student", default="convnet", help="student architecture (default convnet)")
-    e.add_argument("--epochs", type=int, default=300)
+    e.add_argument("--protocol", help="evaluation protocol (pqlib.protocols): dc, dc300, fkd, "
+                   "legacy-hard, legacy-soft; default dc with --teacher none, else fkd")
+    e.add_argument("--epochs", type=int, help="override the protocol's epochs E")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--no-weights", action="store_true", help="ignore the per-image weights")
     e.set_defaults(func=cmd_evaluate)

@@ -45,10 +45,11 @@ from pathlib import Path
 import pandas as pd
 
 from .cache import atomic_write
+from .protocols import get_protocol, protocol_from_record
 
 __all__ = ["write_record", "load_records", "upgrade_record", "read_record", "accuracy_table", "summary", "paper_reported",
            "find_run", "results_root", "provenance_line", "pairs_table", "w2_table", "stage_table",
-           "provenance_table", "METHOD_ORDER", "SCHEMA_VERSION", "READABLE_SCHEMAS",
+           "provenance_table", "protocol_table", "METHOD_ORDER", "SCHEMA_VERSION", "READABLE_SCHEMAS",
            "PROFILE_PREFERENCE", "SPLIT_SIZES"]
 
 METHOD_ORDER = ["random", "herding", "kcenter", "dm", "d4m", "ddoq", "ddoq-sqrt", "wmdd",
@@ -158,6 +159,7 @@ def _flatten(rec: dict) -> dict:
            "precision": derived.get("precision")}
     for kind, acc in (rec.get("accuracy") or {}).items():
         row[f"acc_{kind}"] = acc
+        row[f"protocol_{kind}"] = _protocol_label(protocol_from_record(rec, kind))
     w2 = rec.get("w2") or {}
     row.update(w2_weighted=w2.get("weighted"), w2_uniform=w2.get("uniform"),
                w2_reduction_pct=w2.get("reduction_pct"))
@@ -171,6 +173,27 @@ def _flatten(rec: dict) -> dict:
     row["cpu"] = (rec.get("machine") or {}).get("cpu")
     row["created"] = rec.get("created")
     return row
+
+
+def _protocol_label(protocol) -> str:
+    return f"{protocol.name} (E={protocol.epochs})"
+
+
+def protocol_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Every knob of each protocol the records of ``df`` (from :func:`load_records`) were
+    trained under: one column per protocol, with the number of students trained under it."""
+    cols = {}
+    for kind in ("soft", "hard"):
+        if f"protocol_{kind}" not in df:
+            continue
+        for label, n in df[f"protocol_{kind}"].dropna().value_counts().sort_index().items():
+            name, epochs = label.rsplit(" (E=", 1)
+            try:
+                knobs = get_protocol(name).replace(epochs=int(epochs.rstrip(")"))).as_dict()
+            except ValueError:  # a custom protocol: its knobs are in the records themselves
+                knobs = {"name": name, "epochs": int(epochs.rstrip(")"))}
+            cols[label] = {**knobs, "students": int(n)}
+    return pd.DataFrame(cols)
 
 
 def _mean_std(values: pd.Series) -> str:

@@ -21,8 +21,10 @@ def test_distill_then_evaluate(tmp_path, capsys):
     assert run("evaluate", str(out), "--dataset", "digits", "--teacher", "none", "--epochs", "30") == 0
     printed = capsys.readouterr().out
     assert "test accuracy" in printed
-    record = json.loads((out / "eval-convnet-none-e30-s0.json").read_text())
+    record = json.loads((out / "eval-convnet-none-dc-e30-s0.json").read_text())
     assert 10.0 < record["accuracy"] <= 100.0 and record["distilled"]["method"] == "random"
+    assert record["protocol"]["name"] == "dc" and record["protocol"]["epochs"] == 30
+    assert "protocol dc E=30" in printed
     assert f"{record['accuracy']:.2f}" in printed
 
 

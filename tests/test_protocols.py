@@ -105,10 +105,10 @@ def test_protocol_labels_must_match_the_teacher(small_set, digits_teacher):
 def test_standardized_soft_label_student_learns_from_the_teacher(small_set, digits_teacher,
                                                                  digits_test):
     """The teacher labels raw pixels while the student trains on standardised ones."""
-    p = get_protocol("fkd").replace(epochs=100, augmentation="none", standardize=True)
+    p = get_protocol("fkd").replace(epochs=150, augmentation="none", standardize=True)
     model = train_student(small_set, p, teacher=digits_teacher, seed=0, compile=False,
                           progress=False)
-    assert evaluate(model, digits_test) > 25.0  # chance is 10 %; 100 soft-label steps
+    assert evaluate(model, digits_test) > 25.0  # chance is 10 %; measured 35 % (150 steps)
 
 
 def test_custom_protocol_value(small_set):

@@ -54,8 +54,13 @@ def _with_extra(d: DistilledSet, weight: float) -> DistilledSet:
 
 @pytest.mark.parametrize("teacher", [False, True])
 def test_zero_weight_sample_has_no_effect(digits, digits_teacher, teacher):
+    from pqlib.protocols import get_protocol
+
     base = distill("random", digits, 3, seed=0)
-    kw = dict(epochs=5, seed=0, augment=False, cutmix=False, progress=False, precision="fp32",
+    # no augmentation, no CutMix, no standardisation (the extra image would move the statistics)
+    protocol = get_protocol("fkd" if teacher else "dc").replace(
+        epochs=5, augmentation="none", cutmix=False, standardize=False)
+    kw = dict(protocol=protocol, seed=0, progress=False, precision="fp32",
               teacher=digits_teacher if teacher else None)
     ref = train_student(base, **kw)
     zero = train_student(_with_extra(base, 0.0), **kw)

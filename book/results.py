@@ -61,7 +61,7 @@ display(Markdown("> " + sweep.load_profile("paper").description))
 # Every student is trained under a named evaluation protocol (`pqlib.protocols`), stored in
 # its record. These are the protocols of the reference run's records, every knob: `dc` is
 # the published DC/DSA/DM evaluation, `legacy-*` the protocols of pqlib's first runs (see
-# {doc}`reproduce` for the calibration of the protocols against the published numbers).
+# {doc}`protocols` for their calibration against the published numbers).
 
 # %% tags=["hide-input"]
 if not paper.empty:

@@ -31,26 +31,59 @@
 #
 # **Choices made here.** The paper runs 20,000 iterations with a real batch of 256 per class;
 # a 2-core CPU cannot, so the profiles use far fewer iterations (recorded in each result
-# record and in {doc}`../results`). The paper's image learning rate, 1.0 on mean/std-normalised
-# pixels, is the same SGD step as $1.0 \times 0.3081^2 \approx 0.1$ on the $[0, 1]$ pixels used
-# here; on a validation split carved from the training set (IPC 10, 200 iterations) lr 0.1
-# gives 93.98 % and lr 1.0 23.74 %: at 1.0 the pixels saturate to black and white
-# (`benchmarks/tune_validation.py`, `results/tuning/validation.json`).
+# record and in {doc}`../results`), chosen from the curve below. As in the paper, images are
+# standardised by the dataset's mean and std before the embedding, and a class's real and
+# synthetic batches share one DSA draw per iteration (one op group, one set of parameters: the
+# *siamese* augmentation). The paper's image learning rate, 1.0 on standardised pixels, is the
+# same SGD step as $1.0 \times 0.3081^2 \approx 0.1$ on the $[0, 1]$ pixels pqlib stores.
+# Pixels are not clamped during the optimisation (the paper does not), only once at the end.
 #
-# **A failure to know about.** At IPC 1 with these budgets (300 iterations instead of 20,000)
-# the single image per class becomes a high-contrast texture, and the teacher reads all ten
-# of them as an 8 (confidence 0.79–1.0 in the reference run): students trained on the
-# teacher's soft labels then predict one class (9.7 % test accuracy), while hard labels still
-# give about 44 % (DM's paper reports 89.7 % at IPC 1 with its full budget). Soft labels are
-# only as good as the teacher's reading of the images.
-
+# **What was broken, measured.** pqlib's first DM drew the augmentation independently for every
+# real and synthetic image and clamped the pixels to $[0, 1]$ after every step. At IPC 1 the
+# single image per class then matched the *average* of many augmented real images: the
+# reference run's students reached 45.6 % with hard labels, below the 63.7 % of the real images
+# DM starts from, and the teacher read all ten images as an 8 (soft labels: 9.7 %). With the
+# shared draw, IPC 1 rose from 55.6 % (its initialisation) to 89.7 % after 100 iterations
+# (`dc300` hard labels, seed 0); clamping every step cost the soft-label students most:
+# 41.8 % clamped against 92.0 % unclamped after 200 iterations, in a first run of
+# `benchmarks/dm_curve.py` under an earlier soft-label augmentation (DSA;
+# `results/benchmarks/dm_diagnosis_first_run.json`).
+#
+# ## Accuracy against iterations
+#
+# One DM run per IPC and seed, evaluated after each budget (0 = the real images it starts
+# from): hard-label students under `dc300`, and soft-label students (`fkd`) at the start and
+# at the largest budget. Mean over the seeds run (`results/benchmarks/dm_curve.json`).
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
+import json
 
-from pqlib import plotting
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+from pqlib import plotting, results
 
 plotting.set_theme()
+curve_file = results.results_root() / "benchmarks" / "dm_curve.json"
+if curve_file.exists():
+    curve = pd.DataFrame(json.loads(curve_file.read_text())["rows"])
+    table = (curve.groupby(["ipc", "labels", "protocol", "iterations"]).accuracy
+             .agg(["mean", "std", "count"]).round(2))
+    fig, axes = plt.subplots(1, curve.ipc.nunique(), figsize=(9, 3.2), squeeze=False)
+    for ax, (ipc, g) in zip(axes[0], curve.groupby("ipc")):
+        for labels, h in g.groupby("labels"):
+            m = h.groupby("iterations").accuracy.mean()
+            ax.plot(m.index, m.values, marker="o", label=f"{labels} labels")
+        ax.set(title=f"DM, IPC {ipc}", xlabel="iterations", ylabel="test accuracy (%)")
+        ax.legend()
+    plt.tight_layout()
+    plt.show()
+    display(table)
+else:
+    print("no DM curve yet: python benchmarks/dm_curve.py")
+
+# %% tags=["hide-input"]
 fig = plotting.pipeline(["real images\n(init)", "random\nConvNet", "mean embedding\nper class",
                          "SGD on\npixels", "student"], title="DM")
 plt.show()

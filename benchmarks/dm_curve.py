@@ -84,7 +84,7 @@ def main(argv=None) -> None:
                     continue
                 snaps, t0 = {}, time.perf_counter()
 
-                def keep(it, images):
+                def keep(it, images, snaps=snaps, t0=t0):
                     if it in args.budgets:
                         snaps[it] = (images.clone(), time.perf_counter() - t0)
 

@@ -23,8 +23,6 @@
 # only where it gives the same numbers.
 
 # %% tags=["hide-input"]
-import json
-from pathlib import Path
 
 import pandas as pd
 from IPython.display import Markdown, display

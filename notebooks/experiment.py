@@ -66,9 +66,9 @@ import torch
 import pqlib
 from pqlib import plotting
 from pqlib.methods.common import feature_w2
+from pqlib.protocols import get_protocol
 from pqlib.provenance import provenance
 from pqlib.results import write_record
-from pqlib.protocols import get_protocol
 from pqlib.train import evaluate, resolve_precision, train_student, train_teacher
 
 if threads:

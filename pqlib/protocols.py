@@ -168,13 +168,12 @@ def protocol_from_record(record: dict, labels: str) -> Protocol:
     return PROTOCOLS[f"legacy-{labels}"].replace(epochs=record["parameters"].get("epochs"))
 
 
-def channel_stats(distilled) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (mean, std) to standardise a distilled set's images with: the DC constants
-    of its dataset (``DATASET_STATS``, by the dataset's kind: ``mnist``, ``mnist:PATH``,
-    ``cifar10:PATH``), else the statistics of the distilled images themselves."""
-    kind = str(distilled.meta.get("dataset", "")).partition(":")[0]
+def channel_stats(dataset: str, images) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) to standardise images of ``dataset`` with: the DC constants of
+    its kind (``DATASET_STATS``: ``mnist``, ``mnist:PATH``, ``cifar10:PATH``), else the
+    statistics of ``images`` (N, C, H, W) themselves (std floored at 1e-3)."""
+    kind = str(dataset or "").partition(":")[0]
     if kind in DATASET_STATS:
         return DATASET_STATS[kind]
-    x = distilled.images.double()
-    std = x.std((0, 2, 3)).clamp_min(1e-3)
-    return tuple(x.mean((0, 2, 3)).tolist()), tuple(std.tolist())
+    x = images.double()
+    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist())

@@ -337,7 +337,7 @@ class _StudentLoop:
         self.net = net
         self.model = net
         if protocol.standardize:
-            mean, std = channel_stats(distilled)
+            mean, std = channel_stats(distilled.meta.get("dataset"), distilled.images)
             self.model = Standardized(net, mean, std).to(device)
         self.strategy = protocol.dsa_strategy(c)
         self.kornia = default_augmentation(tuple(self.x.shape[1:])) if protocol.augmentation == "kornia" else None

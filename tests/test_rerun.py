@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 
 import pytest
+from test_sweep import _profile
 
 from pqlib.cli import main
 from pqlib.results import SPLIT_SIZES, load_records, read_record
 from pqlib.sweep import load_profile, notebook_parameters, plan, run_sweep
-from test_sweep import _profile
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "tiny-digits-random-ipc1-s0"

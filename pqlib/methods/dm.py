@@ -31,7 +31,7 @@ from ..augment import default_augmentation, dsa
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import build
-from ..protocols import DATASET_STATS, DSA_DEFAULT
+from ..protocols import DSA_DEFAULT, channel_stats
 from ..train import autocast, resolve_precision
 from .registry import register
 
@@ -71,7 +71,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
     labels = data.labels[init].clone()
     opt = torch.optim.SGD([syn], lr=lr, momentum=0.5)
     c, h, _ = data.image_shape
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in _stats(data))
+    mean, std = _standardizer(data)
     strategy = DSA_DEFAULT.replace("_flip", "") if c == 1 else DSA_DEFAULT
     kornia = default_augmentation(data.image_shape) if augment == "independent" else None
     precision = resolve_precision(precision)
@@ -122,7 +122,7 @@ def objective(data: ImageSet, images: torch.Tensor, ipc: int, *, seed: int = 0, 
     a fixed yardstick to compare image sets (the training loss redraws both every step)."""
     g = torch.Generator().manual_seed(seed)
     c, h, _ = data.image_shape
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in _stats(data))
+    mean, std = _standardizer(data)
     total = 0.0
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -137,10 +137,7 @@ def objective(data: ImageSet, images: torch.Tensor, ipc: int, *, seed: int = 0, 
     return total / networks
 
 
-def _stats(data: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (mean, std) DM standardises with: the DC constants, else the data's own."""
-    kind = data.name.partition(":")[0]
-    if kind in DATASET_STATS:
-        return DATASET_STATS[kind]
-    x = data.images[: 10_000].double()
-    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist())
+def _standardizer(data: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of shape (1, C, 1, 1) DM standardises with (the DC constants on MNIST)."""
+    mean, std = channel_stats(data.name, data.images[:10_000])
+    return torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)

@@ -330,8 +330,13 @@ def _imagefolder(root: Path, split: str, resize: int | None, name: str) -> Image
         if not files:
             raise ValueError(f"dataset {name!r}: class folder {str(base / cls)!r} has no images")
         for f in files:
-            with Image.open(f) as im:
-                images.append(im.copy())
+            try:
+                with Image.open(f) as im:
+                    images.append(im.copy())
+            except (OSError, SyntaxError) as err:  # PIL.UnidentifiedImageError is an OSError
+                raise ValueError(
+                    f"dataset {name!r}: {str(f)!r} is not a readable image ({err}); remove or "
+                    f"replace the file") from None
             labels.append(label)
     gray = all(im.mode in ("L", "1", "I;16", "I") for im in images)
     mode = "L" if gray else "RGB"

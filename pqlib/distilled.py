@@ -129,7 +129,15 @@ class DistilledSet:
                     f"{str(p)!r} not found: {str(directory)!r} is not a distilled set written by "
                     "`pqlib distill` / DistilledSet.save"
                 )
-        t = load_file(str(tensors_path))
-        meta = json.loads(meta_path.read_text())
-        classes = tuple(meta.pop("classes"))
+        try:
+            t = load_file(str(tensors_path))
+            meta = json.loads(meta_path.read_text())
+            classes = tuple(meta.pop("classes"))
+            missing = {"images", "labels", "weights"} - set(t)
+            if missing:
+                raise ValueError(f"it lacks the tensors {sorted(missing)}")
+        except Exception as err:  # SafetensorError, JSONDecodeError, KeyError, ValueError
+            raise ValueError(
+                f"{str(directory)!r} holds a corrupt distilled set ({type(err).__name__}: {err}); "
+                "write it again with `pqlib distill --force` or DistilledSet.save") from None
         return cls(t["images"], t["labels"], t["weights"], classes, meta)

@@ -137,3 +137,12 @@ def test_train_val_split_is_stratified_and_disjoint(digits):
     assert val.class_counts().min() >= 15
     again = train_val_split(digits, 200, seed=1)[1]
     assert torch.equal(val.images, again.images)
+
+
+def test_imagefolder_names_a_corrupt_image(tmp_path):
+    _write_png(tmp_path / "a" / "0.png", np.zeros((8, 8), dtype=np.uint8))
+    bad = tmp_path / "b" / "1.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match=r"1\.png' is not a readable image.*remove or replace"):
+        load(f"imagefolder:{tmp_path}")

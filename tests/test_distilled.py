@@ -82,3 +82,12 @@ def test_bad_inputs():
         DistilledSet(torch.rand(2, 1, 8, 8), torch.tensor([0, 0]), torch.tensor([1.0, -1.0]), ("a",))
     with pytest.raises(FileNotFoundError, match="not a distilled set"):
         DistilledSet.load("/nonexistent/dir")
+
+
+def test_corrupt_tensors_file_is_a_clear_error(tmp_path):
+    d = _set()
+    d.save(tmp_path / "out")
+    path = tmp_path / "out" / "distilled.safetensors"
+    path.write_bytes(path.read_bytes()[:40])  # truncated, as by an interrupted copy
+    with pytest.raises(ValueError, match="holds a corrupt distilled set.*pqlib distill --force"):
+        DistilledSet.load(tmp_path / "out")

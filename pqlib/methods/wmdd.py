@@ -160,8 +160,9 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     for p in model.parameters():
         p.requires_grad_(False)
     history = []
-    try:
-        with batchnorm_inputs(model) as rec:
+    try:  # kornia's jitter draws from the global generator: fork it, seeded by ``seed``
+        with batchnorm_inputs(model) as rec, torch.random.fork_rng():
+            torch.manual_seed(seed)
             for _ in tqdm(range(iterations), desc=f"wmdd ipc={ipc}", disable=not progress, mininterval=2.0):
                 x = aug(syn) if aug is not None else syn
                 with autocast(precision):

@@ -58,6 +58,12 @@ def test_sweep_runs_resumes_and_records_failures(tmp_path, digits_teacher):
     rec_path = tmp_path / "results" / "tiny-digits-random-ipc1-s0.json"
     rec = json.loads(rec_path.read_text())
     assert rec["status"] == "ok" and set(rec["accuracy"]) == {"soft", "hard"}
+    # every knob of the students' protocols is recorded, with the profile's epochs
+    from pqlib.protocols import get_protocol, protocol_from_record
+
+    assert protocol_from_record(rec, "hard") == get_protocol("dc300").replace(epochs=3)
+    assert protocol_from_record(rec, "soft") == get_protocol("fkd").replace(epochs=3)
+    assert rec["compiled"] == {"soft": False, "hard": False}  # too short to compile
     assert rec["wall_time_s"] > 0 and rec["commit"] and rec["machine"]["cores"] >= 1
     assert (tmp_path / "runs" / "tiny-digits-random-ipc1-s0.ipynb").exists()
     assert (tmp_path / "results" / "distilled" / "tiny-digits-random-ipc1-s0" / "distilled.csv").exists()

@@ -16,6 +16,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -342,7 +343,7 @@ class _StudentLoop:
         self.strategy = protocol.dsa_strategy(c)
         self.kornia = default_augmentation(tuple(self.x.shape[1:])) if protocol.augmentation == "kornia" else None
         self.forward, self.label = net, (teacher.model if teacher is not None else None)
-        self.compiled = False
+        self.compiled, self._compile_checked = False, False
         if use_compile:
             self.forward = torch.compile(net, dynamic=False)
             if teacher is not None:
@@ -388,6 +389,25 @@ class _StudentLoop:
         return x
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on the rows ``idx``; the first compiled step falls back to eager
+        (same random draws) if compilation fails, e.g. without a working C++ compiler."""
+        if not self.compiled or self._compile_checked:
+            return self._step(idx)
+        states = (self.g.get_state(), torch.get_rng_state())
+        try:
+            loss = self._step(idx)
+        except Exception as err:  # compilation fails at the first forward / backward
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
+                          "training this student eagerly", RuntimeWarning, stacklevel=3)
+            self.g.set_state(states[0])
+            torch.set_rng_state(states[1])
+            self.forward, self.compiled = self.net, False
+            self.label = self.teacher.model if self.teacher is not None else None
+            return self._step(idx)
+        self._compile_checked = True
+        return loss
+
+    def _step(self, idx: torch.Tensor) -> torch.Tensor:
         dev = self.device
         x, y, w = self.x[idx].to(dev), self.y[idx].to(dev), self.w[idx].to(dev)
         if self.model is not self.net:

@@ -117,3 +117,24 @@ def test_custom_protocol_value(small_set):
                  standardize=False, cutmix=False)
     model = train_student(small_set, p, progress=False, compile=False)
     assert isinstance(model, torch.nn.Module) and not hasattr(model, "mean")
+
+
+def test_a_failing_compiler_falls_back_to_eager(small_set, monkeypatch):
+    """Without a working C++ compiler the student trains eagerly, with a warning, and equals
+    the eager student (the random draws of the failed step are replayed)."""
+    import torch._inductor.config as inductor_config
+
+    from pqlib.distilled import DistilledSet
+
+    # 7 images: shapes no earlier test compiled, so the compiler must run (and fail)
+    d = DistilledSet(small_set.images[:7], small_set.labels[:7], torch.ones(7),
+                     small_set.classes, small_set.meta)
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    kw = dict(epochs=2, seed=2, progress=False)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        fallback = train_student(d, "dc", compile=True, **kw)
+    assert not fallback.compiled
+    eager = train_student(d, "dc", compile=False, **kw)
+    assert all(torch.equal(p, q) for p, q in
+               zip(fallback.state_dict().values(), eager.state_dict().values()))

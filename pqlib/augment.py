@@ -13,7 +13,7 @@ from __future__ import annotations
 import kornia.augmentation as K
 import torch
 
-__all__ = ["default_augmentation", "cutmix", "dsa", "DSA_OPS"]
+__all__ = ["default_augmentation", "cutmix", "dsa", "dsa_strategy", "DSA_OPS", "DSA_DEFAULT"]
 
 
 def default_augmentation(image_shape: tuple[int, int, int]) -> torch.nn.Module:
@@ -67,6 +67,13 @@ def cutmix(x: torch.Tensor, *, beta: float = 1.0, generator: torch.Generator | N
 # ------------------------------------------------------------------ DSA (Zhao & Bilen, 2021)
 
 DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
+
+
+def dsa_strategy(channels: int, ops: str = DSA_DEFAULT) -> str:
+    """``ops`` for images with ``channels`` channels: flip dropped on 1-channel (digit) data,
+    as the DC/DSA/DM code does for MNIST."""
+    return ops.replace("_flip", "").replace("flip_", "") if channels == 1 else ops
 
 
 def dsa(x: torch.Tensor, strategy: str = "color_crop_cutout_scale_rotate", *,

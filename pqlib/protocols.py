@@ -34,10 +34,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .augment import DSA_DEFAULT, dsa_strategy
+
 __all__ = ["Protocol", "PROTOCOLS", "get_protocol", "protocol_from_record", "channel_stats",
            "DSA_DEFAULT", "DATASET_STATS"]
-
-DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
 
 # per-channel (mean, std) the DC/DSA/DM code standardises with
 DATASET_STATS = {"mnist": ((0.1307,), (0.3081,)),
@@ -108,8 +108,7 @@ class Protocol:
         if not self.augmentation.startswith("dsa"):
             return None
         _, _, ops = self.augmentation.partition(":")
-        ops = ops or DSA_DEFAULT
-        return ops.replace("_flip", "").replace("flip_", "") if channels == 1 else ops
+        return dsa_strategy(channels, ops or DSA_DEFAULT)
 
     def replace(self, **changes) -> Protocol:
         """A copy with some knobs changed (e.g. ``epochs=100``); ``None`` values are ignored."""

@@ -282,16 +282,12 @@ def train_student(distilled: DistilledSet, protocol: str | Protocol | None = Non
     if teacher is not None:
         _check_teacher(teacher, distilled)
         teacher.model.to(device).eval()
-    n = len(distilled)
-    bs = min(protocol.batch_size, n)
-    steps = protocol.total_epochs * math.ceil(n / bs)
     c, h, _ = distilled.images.shape[1:]
-    use_compile = should_compile(compile, steps, bs, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         net = build(arch, c, len(distilled.classes), h).to(device)
         loop = _StudentLoop(protocol, distilled, net, teacher, use_weights, seed, precision,
-                            device, use_compile)
+                            device, compile)
         loop.run(progress)
     model = loop.model.eval()
     model.compiled = loop.compiled  # recorded by callers: compilation changes float rounding
@@ -329,9 +325,11 @@ class _StudentLoop:
 
     def __init__(self, protocol: Protocol, distilled: DistilledSet, net: nn.Module,
                  teacher: Teacher | None, use_weights: bool, seed: int, precision: str,
-                 device: torch.device, use_compile: bool):
+                 device: torch.device, compile: bool | str):
         self.p, self.teacher, self.precision, self.device = protocol, teacher, precision, device
         self.x, self.y = distilled.images, distilled.labels
+        self.batch = min(protocol.batch_size, len(self.x))  # the last batch of an epoch is kept
+        self.total_steps = protocol.total_epochs * math.ceil(len(self.x) / self.batch)
         self.w = distilled.weights if use_weights else torch.ones(len(distilled))
         self.g = torch.Generator().manual_seed(seed)
         c = self.x.shape[1]
@@ -344,14 +342,13 @@ class _StudentLoop:
         self.kornia = default_augmentation(tuple(self.x.shape[1:])) if protocol.augmentation == "kornia" else None
         self.forward, self.label = net, (teacher.model if teacher is not None else None)
         self.compiled, self._compile_checked = False, False
-        if use_compile:
+        if should_compile(compile, self.total_steps, self.batch, device):
             self.forward = torch.compile(net, dynamic=False)
             if teacher is not None:
                 self.label = torch.compile(teacher.model, dynamic=False)
             self.compiled = True
         self.opt = self._optimizer(protocol.lr)
-        self.steps_per_epoch = math.ceil(len(self.x) / min(protocol.batch_size, len(self.x)))
-        total = protocol.total_epochs * self.steps_per_epoch
+        total = self.total_steps
         if protocol.schedule == "step":
             self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, [total // 2], gamma=0.1)
         elif protocol.schedule == "cosine":
@@ -367,8 +364,7 @@ class _StudentLoop:
         return torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=p.weight_decay)
 
     def run(self, progress: bool) -> None:
-        p, n = self.p, len(self.x)
-        bs = min(p.batch_size, n)
+        p, n, bs = self.p, len(self.x), self.batch
         self.net.train()
         bar = tqdm(range(p.total_epochs), desc=f"student ({p.name})", disable=not progress,
                    mininterval=2.0)
@@ -410,7 +406,7 @@ class _StudentLoop:
     def _step(self, idx: torch.Tensor) -> torch.Tensor:
         dev = self.device
         x, y, w = self.x[idx].to(dev), self.y[idx].to(dev), self.w[idx].to(dev)
-        if self.model is not self.net:
+        if self.p.standardize:
             x = self.model.standardize(x)
         x = self._augment(x)
         if self.p.cutmix:
@@ -425,7 +421,7 @@ class _StudentLoop:
             if self.p.cutmix:
                 loss_i = lam * loss_i + (1 - lam) * F.cross_entropy(logits, y[src], reduction="none")
         else:
-            raw = x * self.model.std + self.model.mean if self.model is not self.net else x
+            raw = x * self.model.std + self.model.mean if self.p.standardize else x
             with torch.no_grad(), autocast(self.precision, dev):
                 target = self.label(raw).float()
             t = self.p.temperature

@@ -27,11 +27,11 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..augment import default_augmentation, dsa
+from ..augment import default_augmentation, dsa, dsa_strategy
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import build
-from ..protocols import DSA_DEFAULT, channel_stats
+from ..protocols import channel_stats
 from ..train import autocast, resolve_precision
 from .registry import register
 
@@ -72,7 +72,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
     opt = torch.optim.SGD([syn], lr=lr, momentum=0.5)
     c, h, _ = data.image_shape
     mean, std = _standardizer(data)
-    strategy = DSA_DEFAULT.replace("_flip", "") if c == 1 else DSA_DEFAULT
+    strategy = dsa_strategy(c)
     kornia = default_augmentation(data.image_shape) if augment == "independent" else None
     precision = resolve_precision(precision)
     history = []
@@ -123,13 +123,13 @@ def objective(data: ImageSet, images: torch.Tensor, ipc: int, *, seed: int = 0, 
     g = torch.Generator().manual_seed(seed)
     c, h, _ = data.image_shape
     mean, std = _standardizer(data)
+    per_class = [torch.nonzero(data.labels == k).flatten() for k in range(data.num_classes)]
     total = 0.0
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for _ in range(networks):
             net = build(arch, c, data.num_classes, h).train()
-            for k in range(data.num_classes):
-                idx = torch.nonzero(data.labels == k).flatten()
+            for k, idx in enumerate(per_class):
                 real = data.images[idx[torch.randint(len(idx), (real_batch,), generator=g)]]
                 target = net.features((real - mean) / std).mean(0)
                 embedded = net.features((images[k * ipc : (k + 1) * ipc] - mean) / std).mean(0)

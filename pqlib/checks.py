@@ -1,0 +1,207 @@
+"""Parameter validation: constraints declared once per public function, one error type per mistake.
+
+A public function declares what each argument may be and ``@checked`` tests the call before any
+work is done (scikit-learn's declared-constraints idea)::
+
+    @checked(k=Int(1), seed=Int(0), init=OneOf("k-means++", "random") | Tensor)
+    def kmeans(x, k, *, seed=0, init="k-means++"): ...
+
+Errors name the argument, echo the value and say what would be accepted:
+``kmeans: k=0 should be an integer >= 1``. The kinds of mistake:
+
+- :class:`InvalidParameter` — an argument outside its declared constraint (wrong type or value);
+  it is both a ``ValueError`` and a ``TypeError``, so either ``except`` catches it;
+- :class:`InvalidData` — a tensor of the wrong shape or dtype, empty, or holding NaN/inf;
+- :class:`CorruptFile` — a file that exists but cannot be read as what it should be.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["InvalidParameter", "InvalidData", "CorruptFile", "checked", "Int", "Real",
+           "OneOf", "Tensor", "Callable", "Optional", "check_matrix"]
+
+
+class InvalidParameter(ValueError, TypeError):
+    """An argument outside its declared constraint."""
+
+
+class InvalidData(ValueError):
+    """A tensor of the wrong shape or dtype, empty, or holding NaN/inf values."""
+
+
+class CorruptFile(ValueError):
+    """A file that exists but cannot be read; the message names it and what to do."""
+
+    def __init__(self, path: str | Path, what: str, fix: str):
+        super().__init__(f"{path} is not a readable {what}; {fix}")
+        self.path = Path(path)
+
+
+class Constraint:
+    """One accepted kind of value; ``a | b`` accepts either."""
+
+    def accepts(self, value) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __or__(self, other: Constraint) -> Constraint:
+        return _Either(self, _as_constraint(other))
+
+
+class _Either(Constraint):
+    def __init__(self, *options: Constraint):
+        self.options = options
+
+    def accepts(self, value) -> bool:
+        return any(o.accepts(value) for o in self.options)
+
+    def describe(self) -> str:
+        return " or ".join(o.describe() for o in self.options)
+
+
+class Int(Constraint):
+    """An integer (not a bool) in ``[low, high]``; ``None`` bounds are open."""
+
+    def __init__(self, low: int | None = None, high: int | None = None):
+        self.low, self.high = low, high
+
+    def accepts(self, value) -> bool:
+        return (isinstance(value, int | np.integer) and not isinstance(value, bool)
+                and (self.low is None or value >= self.low)
+                and (self.high is None or value <= self.high))
+
+    def describe(self) -> str:
+        return "an integer" + _bounds(self.low, self.high, "[", "]")
+
+
+class Real(Constraint):
+    """A finite real number in ``low <= x <= high`` (``open_low`` makes it ``low < x``)."""
+
+    def __init__(self, low: float | None = None, high: float | None = None, *,
+                 open_low: bool = False):
+        self.low, self.high, self.open_low = low, high, open_low
+
+    def accepts(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            return False
+        v = float(value)
+        return (math.isfinite(v)
+                and (self.low is None or (v > self.low if self.open_low else v >= self.low))
+                and (self.high is None or v <= self.high))
+
+    def describe(self) -> str:
+        return "a number" + _bounds(self.low, self.high, "(" if self.open_low else "[", "]")
+
+
+class OneOf(Constraint):
+    """One of the listed values (strings, None, ...)."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    def accepts(self, value) -> bool:
+        return any(value is v or (type(value) is type(v) and value == v) for v in self.values)
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(repr, self.values))
+
+
+class _Type(Constraint):
+    def __init__(self, kinds, name: str):
+        self.kinds, self.name = kinds, name
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, self.kinds)
+
+    def describe(self) -> str:
+        return self.name
+
+
+Tensor = _Type(torch.Tensor, "a torch.Tensor")
+Callable = _Type((type(len), type(lambda: 0), functools.partial), "a callable")
+Optional = OneOf(None)
+
+
+def _bounds(low, high, left: str, right: str) -> str:
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f" {'>' if left == '(' else '>='} {low}"
+    if low is None:
+        return f" <= {high}"
+    return f" in {left}{low}, {high}{right}"
+
+
+def _as_constraint(c) -> Constraint:
+    return c if isinstance(c, Constraint) else _Type(c, f"a {c.__name__}")
+
+
+def check(name: str, value, constraint: Constraint, *, where: str = "") -> None:
+    """Raise :class:`InvalidParameter` unless ``value`` satisfies ``constraint``."""
+    if not constraint.accepts(value):
+        prefix = f"{where}: " if where else ""
+        raise InvalidParameter(f"{prefix}{name}={value!r} should be {constraint.describe()}")
+
+
+def checked(**constraints):
+    """Decorator: test the named arguments of every call against their constraints first."""
+    constraints = {k: _as_constraint(c) for k, c in constraints.items()}
+
+    def wrap(fn):
+        signature = inspect.signature(fn)
+        unknown = set(constraints) - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"@checked names {sorted(unknown)}, not parameters of {fn.__name__}")
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            for name, c in constraints.items():
+                if name in bound.arguments:
+                    check(name, bound.arguments[name], c, where=fn.__name__)
+            return fn(*args, **kwargs)
+
+        call.constraints = constraints
+        return call
+
+    return wrap
+
+
+def check_matrix(x, name: str = "x") -> torch.Tensor:
+    """A finite, non-empty floating ``(n_samples, d)`` tensor (numpy arrays are converted)."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise InvalidData(f"{name} must be a torch.Tensor of shape (n_samples, d), "
+                          f"got {type(x).__name__}")
+    if x.ndim != 2:
+        raise InvalidData(f"{name} must be 2-D (n_samples, d), got shape {tuple(x.shape)}; "
+                          f"flatten images with {name}.flatten(1)")
+    if not x.is_floating_point():
+        raise InvalidData(f"{name} has dtype {x.dtype}; pass a floating tensor, e.g. {name}.float()")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InvalidData(f"{name} is empty: shape {tuple(x.shape)}")
+    check_finite(x, name)
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise :class:`InvalidData` naming the count and first row of NaN/inf values in ``x``."""
+    # a sum is finite only if every term is: one fast reduction, the exact test only if it is not
+    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
+        return
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        row = int(bad.reshape(len(x), -1).any(1).nonzero()[0, 0])
+        raise InvalidData(f"{name} contains {int(bad.sum())} NaN/inf values (first in row {row}); "
+                          "remove or impute them")

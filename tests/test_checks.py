@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from pqlib.checks import (CorruptFile, Int, InvalidData, InvalidParameter, OneOf, Real, Tensor,
-                          check_matrix, checked)
+from pqlib.checks import (
+    CorruptFile,
+    Int,
+    InvalidData,
+    InvalidParameter,
+    OneOf,
+    Real,
+    Tensor,
+    check_matrix,
+    checked,
+)
 
 
 @checked(k=Int(1), seed=Int(0), init=OneOf("k-means++", "random") | Tensor,

@@ -90,13 +90,13 @@ def test_record_parameters_are_the_notebook_parameters(swept):
 
 
 def test_version_1_records_read_as_version_2(digits, digits_test):
-    rec = read_record(REPO / "results" / "paper" / "paper-mnist-random-ipc1-s0.json")
+    rec = read_record(REPO / "results" / "legacy" / "paper-mnist-random-ipc1-s0.json")
     assert rec["upgraded_from"] == 1 and "precision" not in rec["parameters"]
     assert rec["parameters"]["train_size"] == 0 and rec["parameters"]["test_size"] == 0
     assert rec["derived"] == {"precision": "bf16", "train_size": 60000, "test_size": 10000,
                               "torch_threads": 1}
     assert set(rec["parameters"]) <= set(notebook_parameters()) - NOT_RECORDED
-    df = load_records(REPO / "results" / "paper")
+    df = load_records(REPO / "results" / "legacy")
     assert (df.test_size == 10000).all() and (df.precision == "bf16").all()
     assert SPLIT_SIZES["digits"] == (len(digits), len(digits_test))
 

@@ -63,12 +63,11 @@ def cmd_evaluate(args) -> int:
     if not dataset:
         raise UsageError("--dataset is required: the distilled set does not record its dataset")
     test = load(dataset, "test")
-    if test.image_shape != tuple(distilled.images.shape[1:]) or test.num_classes != len(distilled.classes):
-        raise UsageError(
-            f"the distilled set has images {tuple(distilled.images.shape[1:])} with "
-            f"{len(distilled.classes)} classes but {dataset!r} has {test.image_shape} with "
-            f"{test.num_classes}; pass the dataset it was distilled from"
-        )
+    shape, classes = tuple(distilled.images.shape[1:]), len(distilled.classes)
+    if (test.image_shape, test.num_classes) != (shape, classes):
+        raise UsageError(f"the distilled set has images {shape} with {classes} classes but "
+                         f"{dataset!r} has {test.image_shape} with {test.num_classes}; pass the "
+                         f"dataset it was distilled from")
     teacher = None if args.teacher == "none" else train_teacher(dataset, args.teacher)
     protocol = get_protocol(args.protocol or ("dc" if teacher is None else "fkd"))
     protocol = protocol.replace(epochs=args.epochs)

@@ -52,7 +52,7 @@ print(f"reference run: {len(paper)} records; this build: {len(build)} records "
 # Test accuracy (%) of ConvNet-3 students trained on each distilled set, mean ± standard
 # deviation over seeds. *Soft labels*: KL to the ConvNet-BN teacher's temperature-20 soft
 # labels on every augmented batch (the D4M / RDED protocol). *Hard labels*: cross-entropy on
-# the class labels. The run, from `profiles/paper.yaml`:
+# the class labels. The run, from `pqlib/profiles/paper.yaml`:
 
 # %% tags=["hide-input"]
 display(Markdown("> " + sweep.load_profile("paper").description))

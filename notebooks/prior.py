@@ -34,14 +34,27 @@
 # centroid at several strengths. A classifier trained on all of MNIST (the *teacher*) judges them.
 
 # %% tags=["hide-output"]
-# On Colab: install pqlib (with its shipped prior weights) if it is not installed yet.
+# On Colab: install pqlib (with its shipped prior weights) if it is missing, from the
+# repository that _config.yml names (repository.url, empty until the book is published).
 import importlib.util
+import pathlib
 import subprocess
 import sys
 
 if importlib.util.find_spec("pqlib") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "pqlib @ git+https://github.com/pqlib/pqlib"], check=True)
+    import yaml
+
+    cwd = pathlib.Path.cwd()  # inside a checkout: its _config.yml, beside pqlib/
+    configs = [d / "_config.yml" for d in (cwd, *cwd.parents) if (d / "pqlib").is_dir()]
+    config = yaml.safe_load(configs[0].read_text()) if configs and configs[0].is_file() else {}
+    url = (config.get("repository") or {}).get("url")
+    if url:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"pqlib @ git+{url}"],
+                       check=True)
+    else:
+        print("pqlib is not installed and no repository URL is known: set repository.url in "
+              "the book's _config.yml (on Colab: !pip install 'pqlib @ git+<that URL>'), "
+              "then run this cell again.")
 
 # %%
 import matplotlib.pyplot as plt

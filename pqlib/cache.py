@@ -1,6 +1,8 @@
-"""Cache directory, config hashing and atomic file writes.
+"""Where pqlib keeps files: the project root, the cache directory; config hashing, atomic writes.
 
-Everything pqlib computes once and reuses (the MNIST archive, trained teachers, trained
+Records and executed notebooks go under the *project root* (:func:`project_root`): the
+repository when pqlib runs from inside its checkout, else the current directory, or the folder
+named by ``--root`` / ``$PQLIB_ROOT``. Everything pqlib computes once and reuses (the MNIST archive, trained teachers, trained
 priors, encoded latents) lives under ``$PQLIB_CACHE`` (default ``~/.cache/pqlib``), in a file
 whose name carries a hash of the configuration that produced it. Every file pqlib writes goes
 through :func:`atomic_write`, so an interrupted run never leaves half a file behind.
@@ -12,12 +14,43 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir", "config_hash", "atomic_write", "atomic_dir", "md5sum"]
+__all__ = ["project_root", "is_checkout", "cache_dir", "config_hash", "atomic_write",
+           "atomic_dir", "md5sum"]
+
+
+def is_checkout(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a pqlib repository checkout: its ``pyproject.toml`` names the
+    ``pqlib`` project, or it holds ``.git`` beside a ``pqlib/`` package."""
+    folder = Path(folder)
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file() and re.search(r'^name\s*=\s*"pqlib"', pyproject.read_text(), re.M):
+        return True
+    return (folder / ".git").exists() and (folder / "pqlib").is_dir()
+
+
+def project_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder records and executed notebooks go under (profiles name paths inside it).
+
+    ``root`` if given, else ``$PQLIB_ROOT`` if set, else the pqlib checkout that contains the
+    current directory (found by walking up from it), else the current directory. A root given
+    explicitly must be an existing folder (:class:`FileNotFoundError` otherwise).
+    """
+    given = root or os.environ.get("PQLIB_ROOT")
+    if given:
+        path = Path(given).expanduser().resolve()
+        if not path.is_dir():
+            how = "--root" if root else "PQLIB_ROOT"
+            raise FileNotFoundError(f"{how} {str(given)!r} is not a folder; create it or name "
+                                    f"the folder that holds (or will hold) the records")
+        return path
+    here = Path.cwd().resolve()
+    return next((d for d in (here, *here.parents) if is_checkout(d)), here)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -63,12 +63,11 @@ def cmd_evaluate(args) -> int:
     if not dataset:
         raise UsageError("--dataset is required: the distilled set does not record its dataset")
     test = load(dataset, "test")
-    if test.image_shape != tuple(distilled.images.shape[1:]) or test.num_classes != len(distilled.classes):
-        raise UsageError(
-            f"the distilled set has images {tuple(distilled.images.shape[1:])} with "
-            f"{len(distilled.classes)} classes but {dataset!r} has {test.image_shape} with "
-            f"{test.num_classes}; pass the dataset it was distilled from"
-        )
+    shape, classes = tuple(distilled.images.shape[1:]), len(distilled.classes)
+    if (test.image_shape, test.num_classes) != (shape, classes):
+        raise UsageError(f"the distilled set has images {shape} with {classes} classes but "
+                         f"{dataset!r} has {test.image_shape} with {test.num_classes}; pass the "
+                         f"dataset it was distilled from")
     teacher = None if args.teacher == "none" else train_teacher(dataset, args.teacher)
     protocol = get_protocol(args.protocol or ("dc" if teacher is None else "fkd"))
     protocol = protocol.replace(epochs=args.epochs)
@@ -120,26 +119,25 @@ def cmd_sweep(args) -> int:
     from .sweep import load_profile, plan, run_sweep
 
     if args.list:
-        runs = plan(load_profile(args.profile), only=args.only)
+        profile = load_profile(args.profile, root=args.root)
+        runs = plan(profile, only=args.only)
         states = [run.state() for run in runs]
         for run, state in zip(runs, states):
             print(f"{state:<20}{run.name}")
         done = sum(s != "todo" for s in states)
         print(f"{len(runs)} runs: {done} done ({states.count('done (no notebook)')} without "
-              f"their notebook), {len(runs) - done} todo", file=sys.stderr)
+              f"their notebook), {len(runs) - done} todo; records in {profile.records}",
+              file=sys.stderr)
         return 0
     report = run_sweep(args.profile, only=args.only, workers=args.workers, force=args.force,
-                       notebooks=args.notebooks)
-    if args.notebooks:
-        print(f"sweep {report.profile} --notebooks: {len(report.ok)} notebooks written, "
-              f"{len(report.skipped)} already there, {len(report.todo)} runs without a record "
-              f"not run, {len(report.failed)} failed, {report.seconds:.0f} s")
-        for name, acc in report.records_kept.items():
-            print(f"  {name}: record left untouched ({_accuracies(acc['recorded'])}); "
-                  f"this execution {_accuracies(acc['executed'])}")
-    else:
-        print(f"sweep {report.profile}: {len(report.ok)} ran, {len(report.skipped)} already done, "
-              f"{len(report.failed)} failed, {report.seconds:.0f} s")
+                       notebooks=args.notebooks, root=args.root)
+    print(f"sweep {report.profile}: {len(report.ok)} "
+          f"{'notebooks written' if args.notebooks else 'ran'}, {len(report.skipped)} already done, "
+          + (f"{len(report.todo)} runs without a record not run, " if args.notebooks else "")
+          + f"{len(report.failed)} failed, {report.seconds:.0f} s")
+    for name, acc in report.records_kept.items():
+        print(f"  {name}: record left untouched ({_accuracies(acc['recorded'])}); "
+              f"this execution {_accuracies(acc['executed'])}")
     for name, error in report.failed.items():
         print(f"  failed {name}: {error.splitlines()[0][:200]}", file=sys.stderr)
     return report.exit_status
@@ -152,7 +150,7 @@ def _accuracies(acc: dict | None) -> str:
 def cmd_rerun(args) -> int:
     from .rerun import rerun
 
-    report = rerun(args.record, tolerance=args.tolerance, keep=args.keep)
+    report = rerun(args.record, tolerance=args.tolerance, keep=args.keep, root=args.root)
     print(report.table())
     return report.exit_status
 
@@ -160,18 +158,29 @@ def cmd_rerun(args) -> int:
 def cmd_bench(args) -> int:
     import runpy
 
-    from .sweep import REPO
+    from .cache import project_root
+    from .provenance import CHECKOUT
 
-    folder = REPO / "benchmarks"
+    folder = (CHECKOUT or project_root()) / "benchmarks"
+    if not folder.is_dir():
+        raise UsageError("the benchmarks are scripts of the repository, not of the installed "
+                         "package: run `pqlib bench` inside a checkout")
     names = sorted(p.stem for p in folder.glob("*.py"))
-    if args.name is None:
-        print("benchmarks: " + ", ".join(names))
-        return 0
     if args.name not in names:
+        if args.name is None:
+            print("benchmarks: " + ", ".join(names))
+            return 0
         raise UsageError(f"unknown benchmark {args.name!r}; benchmarks: {', '.join(names)}")
     sys.argv = [str(folder / f"{args.name}.py"), *args.args]
     runpy.run_path(sys.argv[0], run_name="__main__")
     return 0
+
+
+def _command(sub, name: str, func, help: str, *parents) -> argparse.ArgumentParser:
+    """A sub-command ``name`` that runs ``func(args)``."""
+    command = sub.add_parser(name, help=help, parents=list(parents))
+    command.set_defaults(func=func)
+    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,70 +189,61 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pqlib", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"pqlib {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    root = argparse.ArgumentParser(add_help=False)
+    root.add_argument("--root", metavar="DIR", help="folder the records and notebooks go under "
+                      "(default: $PQLIB_ROOT, else the checkout around the current folder, else it)")
 
-    d = sub.add_parser("distill", help="distill a dataset to a few images per class")
+    d = _command(sub, "distill", cmd_distill, "distill a dataset to a few images per class")
     d.add_argument("--method", required=True, help="random, herding, kcenter, dm, d4m, ddoq, wmdd")
     d.add_argument("--dataset", default="mnist", help="mnist (default), digits, imagefolder:PATH, ...")
     d.add_argument("--ipc", type=int, required=True, help="images per class")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", required=True, help="output directory (see pqlib.distilled)")
     d.add_argument("--force", action="store_true", help="replace a non-empty --out")
-    d.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="method option, repeatable (e.g. --set weights=sqrt)")
-    d.set_defaults(func=cmd_distill)
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option, repeatable")
 
-    e = sub.add_parser("evaluate", help="train a student on a distilled set and test it")
+    e = _command(sub, "evaluate", cmd_evaluate, "train a student on a distilled set, test it")
     e.add_argument("dir", help="directory written by `pqlib distill`")
     e.add_argument("--dataset", help="dataset whose test split to use (default: from meta.json)")
-    e.add_argument("--teacher", default="convnet_bn",
-                   help="soft-label teacher architecture, or 'none' for hard labels (default convnet_bn)")
+    e.add_argument("--teacher", default="convnet_bn", help="soft-label teacher architecture "
+                   "(default convnet_bn), or 'none' for hard labels")
     e.add_argument("--student", default="convnet", help="student architecture (default convnet)")
-    e.add_argument("--protocol", help="evaluation protocol (pqlib.protocols): dc, dc300, fkd, "
-                   "legacy-hard, legacy-soft; default dc with --teacher none, else fkd")
+    e.add_argument("--protocol", help="evaluation protocol (pqlib.protocols: dc, dc300, fkd, "
+                   "legacy-hard, legacy-soft); default dc with --teacher none, else fkd")
     e.add_argument("--epochs", type=int, help="override the protocol's epochs E")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--no-weights", action="store_true", help="ignore the per-image weights")
-    e.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("sweep", help="execute the experiment notebook for every run of a profile")
+    s = _command(sub, "sweep", cmd_sweep, "execute the experiment for a profile's runs", root)
     s.add_argument("--profile", default="quick", help="smoke, quick (default), paper, or a YAML path")
-    s.add_argument("--only", action="append", metavar="PATTERN",
-                   help="keep runs whose name contains PATTERN (glob) or whose parameter "
-                        "matches KEY=VALUE; repeatable (all must match)")
+    s.add_argument("--only", action="append", metavar="PATTERN", help="keep the runs whose name "
+                   "matches PATTERN (glob) or whose parameter is KEY=VALUE; repeatable, all must match")
     s.add_argument("--workers", type=int, help="runs at a time (default: the profile's)")
     s.add_argument("--force", action="store_true",
                    help="re-run finished runs (with --notebooks: also replace their records)")
-    s.add_argument("--notebooks", action="store_true",
-                   help="only re-execute the runs that have a record but no executed notebook, "
-                        "to write the notebook and distilled set; records are left untouched")
-    s.add_argument("--list", action="store_true",
-                   help="list the runs: done, done (no notebook) or todo")
-    s.set_defaults(func=cmd_sweep)
+    s.add_argument("--notebooks", action="store_true", help="only re-execute the runs that have a "
+                   "record but no notebook, to write it and the distilled set; records are kept")
+    s.add_argument("--list", action="store_true", help="list the runs: done, done (no notebook), todo")
 
-    r = sub.add_parser("rerun", help="re-execute a result record's run and compare the numbers")
+    r = _command(sub, "rerun", cmd_rerun, "re-execute a record's run, compare the numbers", root)
     r.add_argument("record", help="a result record, e.g. results/paper/paper-mnist-random-ipc1-s0.json")
     r.add_argument("--tolerance", type=float, default=0.5,
                    help="largest accepted accuracy difference, in points (default 0.5)")
-    r.add_argument("--keep", metavar="DIR",
-                   help="execute in DIR (new or empty) and keep the notebook, record and "
-                        "distilled set there (default: a temporary folder, removed)")
-    r.set_defaults(func=cmd_rerun)
+    r.add_argument("--keep", metavar="DIR", help="execute in DIR (new or empty) and keep its "
+                   "notebook, record and distilled set (default: a temporary folder, removed)")
 
-    b = sub.add_parser("bench", help="run a script of benchmarks/ (no name: list them)")
+    b = _command(sub, "bench", cmd_bench, "run a script of benchmarks/ (no name: list them)")
     b.add_argument("name", nargs="?")
     b.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
-    b.set_defaults(func=cmd_bench)
 
-    t = sub.add_parser("train-prior", help="train the tiny latent diffusion prior (VAE + UNet)")
+    t = _command(sub, "train-prior", cmd_train_prior, "train the tiny latent diffusion prior")
     t.add_argument("--dataset", default="mnist", help="dataset to train on (default mnist)")
     t.add_argument("--out", help="also copy the weights here: a directory or a file prefix")
     t.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="TinyConfig override, repeatable (e.g. --set unet_epochs=0.05 for a smoke run)")
-    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint or cached result")
-    t.add_argument("--checkpoint-every", type=int, default=200, help="optimiser steps between checkpoints")
-    t.set_defaults(func=cmd_train_prior)
-
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="TinyConfig override, "
+                   "repeatable (e.g. --set unet_epochs=0.05 for a smoke run)")
+    t.add_argument("--restart", action="store_true", help="ignore a checkpoint or cached result")
+    t.add_argument("--checkpoint-every", type=int, default=200, help="optimiser steps per checkpoint")
     return p
 
 

@@ -1,7 +1,9 @@
-"""Where a result came from: git commit, machine, library versions."""
+"""Where a result came from: the code's commit (or, without one, where the code came from),
+the machine and the library versions."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -9,39 +11,63 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["git_commit", "machine", "versions", "provenance"]
+from ._version import __version__
+from .cache import is_checkout
 
-_REPO = Path(__file__).resolve().parent.parent
+__all__ = ["CHECKOUT", "git_commit", "code_origin", "machine", "versions", "provenance"]
+
+#: The repository checkout pqlib's code is imported from (an editable install or a run from the
+#: checkout), or ``None`` for an installed pqlib (a wheel in site-packages).
+CHECKOUT: Path | None = Path(__file__).resolve().parent.parent
+CHECKOUT = CHECKOUT if is_checkout(CHECKOUT) else None
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=CHECKOUT, capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 @lru_cache(maxsize=1)
-def git_commit() -> str:
-    """Commit of the checkout pqlib runs from (``+dirty`` when it has uncommitted changes)."""
+def code_origin() -> dict:
+    """``{"commit": sha or None, "source": words}``: the commit of the running code and where
+    the code came from.
+
+    From a git checkout: its ``HEAD`` (``+dirty`` when ``pqlib/`` has uncommitted changes) and
+    ``"git checkout"``. Installed with pip from a git URL: the commit pip recorded (PEP 610) and
+    ``"pqlib <version> installed from <url>"``. Otherwise the commit is ``None`` — unknown, never
+    guessed — and the source says so, e.g. ``"pqlib 0.1.0 (installed, no git checkout)"``.
+    """
+    if CHECKOUT is not None:
+        try:
+            dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "pqlib")
+            return {"commit": _git("rev-parse", "HEAD") + ("+dirty" if dirty else ""),
+                    "source": "git checkout"}
+        except (OSError, subprocess.CalledProcessError):
+            return {"commit": None, "source": f"pqlib {__version__} (source tree without git)"}
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "pqlib"],
-            cwd=_REPO, capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        info = json.loads(metadata.distribution("pqlib").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        info = {}
+    commit = (info.get("vcs_info") or {}).get("commit_id")
+    if commit:
+        return {"commit": commit, "source": f"pqlib {__version__} installed from {info.get('url')}"}
+    return {"commit": None, "source": f"pqlib {__version__} (installed, no git checkout)"}
+
+
+def git_commit() -> str | None:
+    """The commit of the running code, or ``None`` when it is unknown (see :func:`code_origin`)."""
+    return code_origin()["commit"]
 
 
 def machine() -> dict:
     """CPU, core count, torch threads and OS of this machine."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -64,5 +90,6 @@ def versions() -> dict:
 
 
 def provenance() -> dict:
-    """Everything above in one dict, for result records and ``meta.json``."""
-    return {"commit": git_commit(), "machine": machine(), "versions": versions()}
+    """Everything above in one dict (``commit``, ``source``, ``machine``, ``versions``), for
+    result records and ``meta.json``."""
+    return {**code_origin(), "machine": machine(), "versions": versions()}

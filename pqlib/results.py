@@ -44,7 +44,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cache import atomic_write
+from .cache import atomic_write, project_root
 from .protocols import get_protocol, protocol_from_record
 
 __all__ = ["write_record", "load_records", "upgrade_record", "read_record", "accuracy_table", "summary", "paper_reported",
@@ -264,12 +264,10 @@ def paper_reported() -> dict[str, pd.DataFrame]:
 
 
 def results_root() -> Path:
-    """The ``results/`` folder: of the current directory if it has one, else of the checkout
-    pqlib runs from (book pages execute in their own folders)."""
-    here = Path("results")
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parent.parent / "results"
+    """The ``results/`` folder of the project root (:func:`pqlib.cache.project_root`:
+    ``$PQLIB_ROOT``, else the checkout around the current folder — book pages execute in their
+    own folders inside it — else the current folder)."""
+    return project_root() / "results"
 
 
 def find_run(variant: str, ipc: int, *, seed: int = 0, root: str | Path | None = None,
@@ -299,10 +297,11 @@ def provenance_line(record: dict) -> str:
     p = record.get("parameters", {})
     test_size = (record.get("derived") or {}).get("test_size")
     machine = record.get("machine") or {}
-    commit = str(record.get("commit", "unknown"))[:10]
+    commit = record.get("commit")
+    origin = f"commit {commit[:10]}" if commit else record.get("source") or "no commit recorded"
     return (f"run {record.get('run')} (profile {record.get('profile')}, seed {p.get('seed')}, "
-            f"{p.get('epochs')} student epochs, {test_size} test images) — commit "
-            f"{commit}, {machine.get('cpu')} ({machine.get('torch_threads')} threads), "
+            f"{p.get('epochs')} student epochs, {test_size} test images) — "
+            f"{origin}, {machine.get('cpu')} ({machine.get('torch_threads')} threads), "
             f"{record.get('wall_time_s') or record.get('notebook_seconds')} s, {record.get('created')}")
 
 
@@ -358,7 +357,8 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
         "seeds": g["seed"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.unique()))),
         "student epochs": g["epochs"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),
         "test images": g["test_size"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),
-        "commits": g["commit"].apply(lambda s: ", ".join(sorted({str(c)[:10] for c in s}))),
+        "commits": g["commit"].apply(
+            lambda s: ", ".join(sorted({c[:10] if isinstance(c, str) else "none" for c in s}))),
         "machines": g["cpu"].apply(lambda s: ", ".join(sorted({str(c) for c in s}))),
         "total wall time (h)": g["wall_time_s"].sum().div(3600).round(2),
         "first / last record": g["created"].apply(lambda s: f"{min(s)} / {max(s)}"),

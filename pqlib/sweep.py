@@ -1,8 +1,11 @@
 """Papermill sweeps: profile grid → one executed notebook and one result record per run.
 
-A *profile* (``profiles/<name>.yaml``) names the runs: ``variants`` × ``ipc`` × ``seeds``,
-with shared notebook ``parameters`` (and optional per-IPC overrides). Each run executes
-``notebooks/experiment.py`` (read with jupytext) through papermill and produces
+A *profile* (a shipped ``pqlib/profiles/<name>.yaml`` or any YAML file) names the runs:
+``variants`` × ``ipc`` × ``seeds``, with shared notebook ``parameters`` (and optional per-IPC
+overrides), and the ``records`` / ``notebooks`` folders, relative to the project root
+(:func:`pqlib.cache.project_root`: ``--root``, ``$PQLIB_ROOT``, the checkout, or the current
+folder). Each run executes the experiment notebook :data:`NOTEBOOK` (read with jupytext)
+through papermill and produces
 
 * ``<notebooks>/<run>.ipynb`` — the executed notebook (``book/runs/`` for the book), and
 * ``<records>/<run>.json`` — its result record (schema in :mod:`pqlib.results`), and
@@ -34,27 +37,30 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from tqdm import tqdm
 
-from .cache import atomic_write
-from .provenance import provenance
+from .cache import atomic_write, project_root
+from .provenance import CHECKOUT, provenance
 
 __all__ = ["Run", "Profile", "load_profile", "plan", "run_sweep", "execute_run", "LocalExecutor",
-           "REPO", "SweepReport", "notebook_parameters"]
+           "SweepReport", "notebook_parameters", "PROFILES", "NOTEBOOK"]
 
-REPO = Path(__file__).resolve().parent.parent
-PROFILE_DIR = REPO / "profiles"
-NOTEBOOK = REPO / "notebooks" / "experiment.py"
+#: The shipped profiles (package data): ``load_profile("smoke")`` reads ``PROFILES/smoke.yaml``.
+PROFILES = Path(__file__).resolve().parent / "profiles"
+#: The notebook a run executes travels with the code, not with the records: the checkout's
+#: ``notebooks/experiment.py`` (the one copy the book and Colab use) when pqlib is imported from
+#: a checkout, else the copy ``setup.py`` puts into the wheel as ``pqlib/notebooks/experiment.py``.
+NOTEBOOK = (CHECKOUT or Path(__file__).resolve().parent) / "notebooks" / "experiment.py"
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A parsed profile file."""
+    """A parsed profile file; ``records`` and ``notebooks`` are resolved under ``root``."""
 
     name: str
     description: str
@@ -66,6 +72,7 @@ class Profile:
     variants: dict[str, dict]
     ipc_overrides: dict[int, dict] = field(default_factory=dict)
     workers: int = 1
+    root: Path = field(default_factory=Path.cwd)
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,17 @@ class Run:
     notebook: Path
     record: Path
 
+    def recorded(self) -> dict:
+        """The run's record, ``{}`` when it is missing, unreadable or not a JSON object."""
+        try:
+            record = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
     def done(self) -> bool:
         """Whether the run's record exists with status ``ok`` (the notebook may be missing)."""
-        try:
-            return json.loads(self.record.read_text()).get("status") == "ok"
-        except (OSError, ValueError, AttributeError):  # missing, unreadable or not a JSON object
-            return False
+        return self.recorded().get("status") == "ok"
 
     def state(self) -> str:
         """``"done"``, ``"done (no notebook)"`` or ``"todo"``."""
@@ -92,30 +104,33 @@ class Run:
         return "done" if self.notebook.exists() else "done (no notebook)"
 
 
-def load_profile(profile: str | Path) -> Profile:
-    """Read ``profiles/<profile>.yaml`` (or a path to a YAML file)."""
+def load_profile(profile: str | Path, *, root: str | Path | None = None) -> Profile:
+    """Read a shipped profile by name (``smoke``, ``quick``, ``paper``: ``PROFILES/<name>.yaml``)
+    or a YAML file by path; its ``records`` / ``notebooks`` folders are taken relative to
+    :func:`pqlib.cache.project_root` ``(root)``."""
     path = Path(profile)
     if not path.suffix:
-        path = PROFILE_DIR / f"{profile}.yaml"
+        path = PROFILES / f"{profile}.yaml"
     if not path.exists():
-        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"profile {str(profile)!r} not found; profiles: {', '.join(known)}")
+        known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
+        raise FileNotFoundError(f"profile {str(profile)!r} not found; profiles: {', '.join(known)}"
+                                " (or the path of a YAML file)")
     spec = yaml.safe_load(path.read_text())
-    required = {"parameters", "ipc", "seeds", "variants"}
-    missing = required - set(spec)
+    missing = {"parameters", "ipc", "seeds", "variants"} - set(spec)
     if missing:
         raise ValueError(f"profile {str(path)!r} lacks {sorted(missing)}")
     for name, v in spec["variants"].items():
         if "method" not in (v or {}):
             raise ValueError(f"profile {str(path)!r}: variant {name!r} needs a 'method'")
+    root = project_root(root)
     return Profile(
         name=path.stem, description=spec.get("description", ""),
-        records=REPO / spec.get("records", "results"),
-        notebooks=REPO / spec.get("notebooks", "book/runs"),
+        records=root / spec.get("records", "results"),
+        notebooks=root / spec.get("notebooks", "book/runs"),
         parameters=dict(spec["parameters"]), ipc=list(spec["ipc"]), seeds=list(spec["seeds"]),
         variants={k: dict(v) for k, v in spec["variants"].items()},
         ipc_overrides={int(k): dict(v) for k, v in (spec.get("ipc_overrides") or {}).items()},
-        workers=int(spec.get("workers", 1)),
+        workers=int(spec.get("workers", 1)), root=root,
     )
 
 
@@ -156,10 +171,11 @@ def _matches(run: Run, patterns: list[str]) -> bool:
     return True
 
 
-def plan(profile: Profile | str, *, only: list[str] | None = None) -> list[Run]:
+def plan(profile: Profile | str, *, only: list[str] | None = None,
+         root: str | Path | None = None) -> list[Run]:
     """The runs of a profile, in order (variants outermost, then IPC, then seed)."""
     if not isinstance(profile, Profile):
-        profile = load_profile(profile)
+        profile = load_profile(profile, root=root)
     runs = []
     for variant, spec in profile.variants.items():
         for ipc in profile.ipc:
@@ -181,27 +197,23 @@ def plan(profile: Profile | str, *, only: list[str] | None = None) -> list[Run]:
     return runs
 
 
-class LocalExecutor:
-    """Runs jobs in this process's threads; each run starts its own Jupyter kernel process."""
+class LocalExecutor(ThreadPoolExecutor):
+    """Runs jobs in this process's threads, ``workers`` at a time; each run starts its own
+    Jupyter kernel process."""
 
     def __init__(self, workers: int = 1):
-        self.workers = max(1, int(workers))
-        self._pool = ThreadPoolExecutor(self.workers)
-
-    def submit(self, fn, *args, **kwargs) -> Future:
-        return self._pool.submit(fn, *args, **kwargs)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        super().__init__(max(1, int(workers)))
 
 
 def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBOOK,
-                keep_record: bool = False) -> dict:
+                keep_record: bool = False, cwd: str | Path | None = None) -> dict:
     """Execute one run with papermill; move its outputs into place on success.
 
     ``threads`` is passed as the notebook's ``threads`` parameter (torch threads). With
     ``keep_record`` the executed notebook and the distilled set are moved into place but the
-    existing record file is left untouched (the new execution's record is discarded).
+    existing record file is left untouched (the new execution's record is discarded). The
+    kernel runs in ``cwd`` (default :func:`pqlib.cache.project_root`), so relative paths among
+    the parameters (``imagefolder:data/...``) are read from the project root.
 
     Returns ``{"run", "status": "ok"|"failed", "seconds", "error", "accuracy"}`` (``accuracy``:
     that of this execution, ``None`` when it failed).
@@ -216,48 +228,50 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
     params = dict(run.parameters, result_path=str(staged_rec), distilled_dir=str(staged_set))
     if threads:
         params["threads"] = threads
-    start = time.perf_counter()
-    error = None
+    start, record, error = time.perf_counter(), {}, None
     try:
         papermill.execute_notebook(jupytext.read(notebook), str(staged_nb), parameters=params,
-                                   kernel_name="python3", progress_bar=False, cwd=str(REPO))
+                                   kernel_name="python3", progress_bar=False,
+                                   cwd=str(cwd or project_root()))
         if not staged_rec.exists():
             raise RuntimeError(f"the notebook finished without writing its record {staged_rec}")
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
         error = f"{type(err).__name__}: {err}"[-4000:]
-    seconds = time.perf_counter() - start
+    seconds = round(time.perf_counter() - start, 2)
     if error is None:
-        record = json.loads(staged_rec.read_text())
-        record.update(run=run.name, profile=run.profile, wall_time_s=round(seconds, 2))
-        run.notebook.parent.mkdir(parents=True, exist_ok=True)
-        run.record.parent.mkdir(parents=True, exist_ok=True)
+        record = dict(json.loads(staged_rec.read_text()), run=run.name, profile=run.profile,
+                      wall_time_s=seconds)
         _move(staged_nb, run.notebook)
         if staged_set.exists():
-            final_set = run.record.parent / "distilled" / run.name
-            shutil.rmtree(final_set, ignore_errors=True)
-            final_set.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(staged_set), str(final_set))
+            _move(staged_set, run.record.parent / "distilled" / run.name)
         if not keep_record:
-            with atomic_write(run.record, "w") as f:
-                json.dump(record, f, indent=2)
-                f.write("\n")
+            _write_json(run.record, record)
     else:
         failed = run.record.parent / "failed"
-        failed.mkdir(parents=True, exist_ok=True)
         if staged_nb.exists():
             _move(staged_nb, failed / f"{run.name}.ipynb")
-        with atomic_write(failed / f"{run.name}.json", "w") as f:
-            json.dump({"run": run.name, "status": "failed", "error": error,
-                       "parameters": run.parameters, "seconds": round(seconds, 2),
-                       **provenance()}, f, indent=2, default=str)
+        _write_json(failed / f"{run.name}.json", {
+            "run": run.name, "status": "failed", "error": error, "parameters": run.parameters,
+            "seconds": seconds, **provenance()})
     shutil.rmtree(stage, ignore_errors=True)
-    return {"run": run.name, "status": "ok" if error is None else "failed",
-            "seconds": round(seconds, 2), "error": error,
-            "accuracy": record.get("accuracy") if error is None else None}
+    return {"run": run.name, "status": "failed" if error else "ok", "seconds": seconds,
+            "error": error, "accuracy": record.get("accuracy")}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
 
 
 def _move(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst`` atomically (copy to a temporary beside ``dst``, then rename)."""
+    """Move a file or folder ``src`` onto ``dst``, replacing it; a file atomically (copied to a
+    temporary beside ``dst``, then renamed)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.move(str(src), str(dst))
+        return
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
@@ -286,32 +300,24 @@ class SweepReport:
         return 1 if self.failed else 0
 
 
-def _recorded(run: Run) -> dict:
-    try:
-        return json.loads(run.record.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: int | None = None,
               executor=None, force: bool = False, notebooks: bool = False,
-              progress: bool = True) -> SweepReport:
+              progress: bool = True, root: str | Path | None = None) -> SweepReport:
     """Run every unfinished run of a profile; see the module docstring.
 
     ``force``: re-run the done runs too (replacing their records). ``notebooks``: execute only
     the done runs that have no notebook, writing the notebook and the distilled set and leaving
     the record untouched (with ``force``, the record is replaced by the new execution's).
+    ``root``: the project root the profile's folders are under (:func:`pqlib.cache.project_root`).
     """
-    prof = load_profile(profile)
+    prof = load_profile(profile, root=root)
     runs = plan(prof, only=only)
     if not runs:
         raise ValueError(f"no run of profile {prof.name!r} matches --only {only}")
-    if notebooks:
-        todo = [r for r in runs if r.done() and not r.notebook.exists()]
-        missing = [r.name for r in runs if not r.done()]
-    else:
-        todo = [r for r in runs if force or not r.done()]
-        missing = []
+    done = {r.name for r in runs if r.done()}
+    missing = [r.name for r in runs if notebooks and r.name not in done]
+    todo = [r for r in runs if (r.name in done and not r.notebook.exists() if notebooks
+                                else force or r.name not in done)]
     skipped = [r.name for r in runs if r not in todo and r.name not in missing]
     keep = notebooks and not force
     shutil.rmtree(prof.records / ".staging", ignore_errors=True)  # leftovers of an interrupted sweep
@@ -320,23 +326,20 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
     own = executor is None
     executor = executor or LocalExecutor(workers)
     ok, failed, kept = [], {}, {}
-    recorded = {r.name: _recorded(r) for r in todo} if notebooks else {}
+    recorded = {r.name: r.recorded() for r in todo} if notebooks else {}
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"sweep {prof.name}", unit="run", disable=not progress)
-    if notebooks:
-        bar.write(f"sweep {prof.name} --notebooks: {len(runs)} runs, {len(todo)} done without a "
-                  f"notebook to execute ({workers} at a time; records "
-                  f"{'replaced (--force)' if force else 'left untouched'}), {len(missing)} without "
-                  f"a record not run")
-    else:
-        bar.write(f"sweep {prof.name}: {len(runs)} runs, {len(skipped)} already done, "
-                  f"{len(todo)} to run ({workers} at a time)")
+    bar.write(f"sweep {prof.name}{' --notebooks' * notebooks}: {len(runs)} runs, "
+              f"{len(skipped)} already done, {len(todo)} to run ({workers} at a time)"
+              + (f"; records {'replaced (--force)' if force else 'left untouched'}, "
+                 f"{len(missing)} without a record not run" if notebooks else ""))
     try:
         futures = {}
         for r in todo:
             # a notebook re-created for a record uses the record's thread count, to match it
             t = (recorded.get(r.name, {}).get("machine") or {}).get("torch_threads") or threads
-            futures[executor.submit(execute_run, r, threads=t, keep_record=keep)] = r
+            futures[executor.submit(execute_run, r, threads=t, keep_record=keep,
+                                    cwd=prof.root)] = r
         for fut in as_completed(futures):
             res = fut.result()
             if res["status"] == "ok":
@@ -352,6 +355,6 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
     finally:
         bar.close()
         if own:
-            executor.shutdown()
+            executor.shutdown(wait=True, cancel_futures=True)
     return SweepReport(prof.name, len(runs), skipped, ok, failed, time.perf_counter() - start,
                        records_kept=kept, todo=missing)

@@ -59,6 +59,15 @@ def test_existing_out_is_refused_unless_force(tmp_path, capsys):
     assert run(*base, "--force") == 0 and not (out / "mine.txt").exists()
 
 
+def test_sweep_list_under_a_root(tmp_path, capsys):
+    assert run("sweep", "--profile", "smoke", "--list", "--root", str(tmp_path)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].split() == ["todo", "smoke-mnist-random-ipc1-s0"]
+    assert f"records in {tmp_path.resolve() / 'results'}" in captured.err
+    assert run("sweep", "--profile", "smoke", "--list", "--root", str(tmp_path / "no")) == 2
+    assert "--root" in capsys.readouterr().err
+
+
 def test_installed_entry_point():
     res = subprocess.run([sys.executable, "-m", "pqlib.cli", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("pqlib ")

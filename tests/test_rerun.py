@@ -146,8 +146,10 @@ def test_rerun_usage_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(corrupt) in err and "not a JSON result record" in err and err.count("\n") == 1
 
-    failed = tmp_path / "failed.json"
+    failed = tmp_path / "results" / "failed.json"
+    failed.parent.mkdir()
     failed.write_text(json.dumps({"run": "x", "status": "failed", "parameters": {}}))
-    assert main(["rerun", str(failed)]) == 2
+    assert main(["rerun", "results/failed.json", "--root", str(tmp_path)]) == 2  # under --root
     err = capsys.readouterr().err
     assert "status 'failed'" in err and "pqlib sweep" in err and err.count("\n") == 1
+    assert str(failed.resolve()) in err

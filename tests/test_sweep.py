@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import pqlib
 from pqlib.results import accuracy_table, load_records
 from pqlib.sweep import load_profile, plan, run_sweep
 
@@ -47,6 +48,30 @@ def test_repository_profiles_are_valid():
     for name in ("smoke", "quick", "paper"):
         runs = plan(load_profile(name))
         assert runs and len({r.name for r in runs}) == len(runs)
+
+
+def test_profiles_ship_in_the_package_and_records_go_under_the_project_root(tmp_path, monkeypatch):
+    """--root, else $PQLIB_ROOT, else the checkout around the current folder, else the folder."""
+    from pqlib.cache import project_root
+    from pqlib.sweep import PROFILES
+
+    assert PROFILES.parent == Path(pqlib.__file__).resolve().parent
+    assert {p.stem for p in PROFILES.glob("*.yaml")} >= {"smoke", "quick", "paper"}
+    monkeypatch.delenv("PQLIB_ROOT", raising=False)
+    monkeypatch.chdir(REPO / "book")  # inside the checkout: the repository
+    assert load_profile("paper").records == REPO / "results" / "paper"
+    monkeypatch.chdir(tmp_path)  # outside: the current folder
+    assert load_profile("smoke").records == tmp_path.resolve() / "results"
+    for name in ("env", "arg"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setenv("PQLIB_ROOT", str(tmp_path / "env"))
+    assert plan("smoke")[0].record.parent == (tmp_path / "env" / "results").resolve()
+    assert load_profile("smoke", root="arg").notebooks == (tmp_path / "arg" / "book" / "runs").resolve()
+    with pytest.raises(FileNotFoundError, match="--root 'missing' is not a folder"):
+        project_root("missing")
+    monkeypatch.setenv("PQLIB_ROOT", "missing")
+    with pytest.raises(FileNotFoundError, match="PQLIB_ROOT 'missing' is not a folder"):
+        project_root()
 
 
 def test_sweep_runs_resumes_and_records_failures(tmp_path, digits_teacher):

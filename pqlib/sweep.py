@@ -1,8 +1,8 @@
 """Papermill sweeps: profile grid → one executed notebook and one result record per run.
 
 A *profile* (a shipped ``pqlib/profiles/<name>.yaml`` or any YAML file) names the runs:
-``variants`` × ``ipc`` × ``seeds``, with shared notebook ``parameters`` (and optional per-IPC
-overrides), and the ``records`` / ``notebooks`` folders, relative to the project root
+``variants`` × ``ipc`` × ``seeds``, with shared notebook ``parameters`` (optional per-IPC
+``ipc_overrides`` of them, and ``seeds_by_ipc`` for IPCs run with other seeds), and the ``records`` / ``notebooks`` folders, relative to the project root
 (:func:`pqlib.cache.project_root`: ``--root``, ``$PQLIB_ROOT``, the checkout, or the current
 folder). Each run executes the experiment notebook :data:`NOTEBOOK` (read with jupytext)
 through papermill and produces
@@ -71,6 +71,7 @@ class Profile:
     seeds: list[int]
     variants: dict[str, dict]
     ipc_overrides: dict[int, dict] = field(default_factory=dict)
+    seeds_by_ipc: dict[int, list[int]] = field(default_factory=dict)
     workers: int = 1
     root: Path = field(default_factory=Path.cwd)
 
@@ -130,6 +131,7 @@ def load_profile(profile: str | Path, *, root: str | Path | None = None) -> Prof
         parameters=dict(spec["parameters"]), ipc=list(spec["ipc"]), seeds=list(spec["seeds"]),
         variants={k: dict(v) for k, v in spec["variants"].items()},
         ipc_overrides={int(k): dict(v) for k, v in (spec.get("ipc_overrides") or {}).items()},
+        seeds_by_ipc={int(k): list(v) for k, v in (spec.get("seeds_by_ipc") or {}).items()},
         workers=int(spec.get("workers", 1)), root=root,
     )
 
@@ -181,7 +183,7 @@ def plan(profile: Profile | str, *, only: list[str] | None = None,
         for ipc in profile.ipc:
             if "ipc" in spec and ipc not in spec["ipc"]:
                 continue
-            for seed in profile.seeds:
+            for seed in profile.seeds_by_ipc.get(ipc, profile.seeds):
                 params = dict(profile.parameters)
                 params.update(profile.ipc_overrides.get(ipc, {}))
                 params.update({k: v for k, v in spec.items() if k not in ("method", "options", "ipc")})

@@ -50,6 +50,13 @@ def test_repository_profiles_are_valid():
         assert runs and len({r.name for r in runs}) == len(runs)
 
 
+def test_paper_profile_runs_fewer_seeds_at_ipc_50():
+    runs = plan(load_profile("paper"))
+    seeds = {ipc: {r.parameters["seed"] for r in runs if r.parameters["ipc"] == ipc}
+             for ipc in (1, 10, 50)}
+    assert seeds == {1: {0, 1, 2, 3, 4}, 10: {0, 1, 2, 3, 4}, 50: {0, 1, 2}}
+
+
 def test_profiles_ship_in_the_package_and_records_go_under_the_project_root(tmp_path, monkeypatch):
     """--root, else $PQLIB_ROOT, else the checkout around the current folder, else the folder."""
     from pqlib.cache import project_root

@@ -130,7 +130,8 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 100, tol: float | None = 1e-
     ([0.0, 4.0], 0.25)
     """
     x = check_matrix(x)
-    _check_k(k, x.shape[0])
+    if k > x.shape[0]:
+        raise InvalidParameter(f"k={k} should be <= n_samples={x.shape[0]}")
     gen = torch.Generator().manual_seed(seed)
     if isinstance(init, torch.Tensor):
         points = _check_init(init, x, k)
@@ -215,7 +216,6 @@ def clvq(data, k: int, *, steps: int | None = None, batch_size: int = 1024,
     gen = torch.Generator().manual_seed(seed)
     if isinstance(data, torch.Tensor | np.ndarray):
         source = ArraySource(data, batch_size, gen)
-        _check_k(k, source.n)
         if batch_size < k:
             raise InvalidParameter(f"batch_size={batch_size} should be >= k={k}: the first "
                                    "batch seeds the k points")
@@ -275,11 +275,6 @@ def voronoi_weights(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     labels = assign(x, points)
     counts = torch.bincount(labels, minlength=points.shape[0]).double()
     return (counts / x.shape[0]).to(x.dtype)
-
-
-def _check_k(k: int, n: int) -> None:
-    if k > n:
-        raise InvalidParameter(f"k={k} should be <= n_samples={n}")
 
 
 def _check_init(init: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:

@@ -103,24 +103,20 @@ def learn(batches: Batches, points: torch.Tensor, steps: int | None,
     dtype, device = points.dtype, points.device
     points64 = points.double()
     counts = torch.zeros(len(points), dtype=torch.float64, device=device)
-    history: list[float] = []
-    pass_sum, pass_rows, pass_index, t = 0.0, 0, 0, 0
+    passes: list[list] = []  # [Σ squared distances, rows] of each pass
+    t = 0
     for p, xb in batches:
-        if p != pass_index:  # a new pass begins
-            history.append(pass_sum / pass_rows)
-            pass_sum, pass_rows, pass_index = 0.0, 0, p
-            if steps is None:
-                break
-        if steps is not None and t >= steps:
+        if (p > 0 and steps is None) or (steps is not None and t >= steps):
             break
+        if p == len(passes):  # a new pass begins
+            passes.append([0.0, 0])
         t += 1
         xb = xb.to(device=device, dtype=dtype)
         lab, sqd = nearest(xb, points64.to(dtype))
-        pass_sum += float(sqd.sum())
-        pass_rows += xb.shape[0]
+        passes[-1][0] += float(sqd.sum())
+        passes[-1][1] += xb.shape[0]
         update(points64, counts, xb, lab, _gamma(step_size, t))
-    if pass_rows:
-        history.append(pass_sum / pass_rows)
+    history = [total / rows for total, rows in passes]
     return points64.to(dtype), counts, history, t
 
 

@@ -25,7 +25,8 @@ import numpy as np
 import ot
 import torch
 
-from .quantize import _check_data, _check_int, _seed_points
+from .checks import Int, InvalidData, InvalidParameter, OneOf, Optional, Real, check_matrix, checked
+from .quantize.seeding import kmeans_plus_plus
 
 __all__ = ["wasserstein2", "barycenter", "Barycenter"]
 
@@ -56,6 +57,8 @@ class Barycenter:
         yield self.weights
 
 
+@checked(method=OneOf("exact", "sinkhorn"), reg=Real(0, open_low=True) | Optional,
+         max_iter=Int(1) | Optional)
 def wasserstein2(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None,
                  b: torch.Tensor | None = None, *, squared: bool = False,
                  method: str = "exact", reg: float | None = None,
@@ -105,30 +108,23 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None
     1.0
     """
     x, y = _check_clouds(x, y)
-    a_np = _check_masses(a, x.shape[0], "a")
-    b_np = _check_masses(b, y.shape[0], "b")
-    if method not in ("exact", "sinkhorn"):
-        raise ValueError(f"method={method!r} should be 'exact' or 'sinkhorn'")
-    if max_iter is not None:
-        _check_int("max_iter", max_iter, minimum=1)
+    a_np, b_np = _check_masses(a, x.shape[0], "a"), _check_masses(b, y.shape[0], "b")
+    if method == "exact" and reg is not None:
+        raise InvalidParameter(f"reg={reg!r} is only used with method='sinkhorn'")
     cost = ot.dist(_np64(x), _np64(y), metric="sqeuclidean")
     if method == "exact":
-        if reg is not None:
-            raise ValueError(f"reg={reg!r} is only used with method='sinkhorn'")
         value = float(ot.emd2(a_np, b_np, cost, numItermax=max_iter or _EMD_MAX_ITER))
     else:
-        if reg is None:
-            reg = 0.01 * float(cost.mean())
-            if reg == 0.0:  # every point of x equals every point of y
-                return 0.0
-        if not (isinstance(reg, int | float) and math.isfinite(reg) and reg > 0):
-            raise ValueError(f"reg={reg!r} should be a positive float")
+        reg = 0.01 * float(cost.mean()) if reg is None else reg
+        if reg == 0.0:  # every point of x equals every point of y
+            return 0.0
         value = float(ot.sinkhorn2(a_np, b_np, cost, reg, method="sinkhorn_log",
                                    numItermax=max_iter or 1000))
     value = max(value, 0.0)
     return value if squared else math.sqrt(value)
 
 
+@checked(k=Int(1), iters=Int(1), weight_steps=Int(1), seed=Int(0))
 def barycenter(x: torch.Tensor, k: int, *, a: torch.Tensor | None = None,
                learn_weights: bool = True, iters: int = 10, weight_steps: int = 5,
                seed: int = 0) -> Barycenter:
@@ -182,17 +178,12 @@ def barycenter(x: torch.Tensor, k: int, *, a: torch.Tensor | None = None,
     >>> sorted(round(float(w), 2) for w in weights)
     [0.25, 0.75]
     """
-    x = _check_data(x)
-    _check_int("k", k, minimum=1)
+    x = check_matrix(x)
     if k > x.shape[0]:
-        raise ValueError(f"k={k} should be <= n_samples={x.shape[0]}")
-    _check_int("iters", iters, minimum=1)
-    _check_int("weight_steps", weight_steps, minimum=1)
+        raise InvalidParameter(f"k={k} should be <= n_samples={x.shape[0]}")
     a_np = _check_masses(a, x.shape[0], "a")
-
     x_np = _np64(x)
-    _check_int("seed", seed, minimum=0)
-    y_np = _np64(_seed_points(x, k, seed))
+    y_np = _np64(kmeans_plus_plus(x, k, torch.Generator().manual_seed(seed)))
     b_np = np.full(k, 1.0 / k)
     history = []
     eta = None
@@ -226,11 +217,10 @@ def _like(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 
 
 def _check_clouds(x, y) -> tuple[torch.Tensor, torch.Tensor]:
-    x = _check_data(x, "x")
-    y = _check_data(y, "y")
+    x, y = check_matrix(x, "x"), check_matrix(y, "y")
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"dimension mismatch: x has shape {tuple(x.shape)} but y has shape "
-                         f"{tuple(y.shape)}")
+        raise InvalidData(f"dimension mismatch: x has shape {tuple(x.shape)} but y has shape "
+                          f"{tuple(y.shape)}")
     return x, y
 
 
@@ -238,16 +228,16 @@ def _check_masses(w, n: int, name: str) -> np.ndarray:
     """Masses as float64 numpy (uniform if None), validated and renormalised to sum exactly 1."""
     if w is None:
         return np.full(n, 1.0 / n)
-    w = _np64(torch.as_tensor(w)) if not isinstance(w, np.ndarray) else w.astype(np.float64)
+    w = _np64(torch.as_tensor(w))
     if w.shape != (n,):
-        raise ValueError(f"{name} has shape {w.shape} but ({n},) is needed, one mass per point")
+        raise InvalidData(f"{name} has shape {w.shape} but ({n},) is needed, one mass per point")
     if not np.isfinite(w).all():
-        raise ValueError(f"{name} contains NaN/inf values")
+        raise InvalidData(f"{name} contains NaN/inf values")
     if (w < 0).any():
-        raise ValueError(f"{name} has negative masses (min {w.min():.3g}); masses must be >= 0")
+        raise InvalidData(f"{name} has negative masses (min {w.min():.3g}); masses must be >= 0")
     total = float(w.sum())
     if abs(total - 1.0) > _MASS_ATOL:
-        raise ValueError(f"{name} sums to {total:.9g}, not 1; normalise it ({name} / {name}.sum())")
+        raise InvalidData(f"{name} sums to {total:.9g}, not 1; normalise it ({name} / {name}.sum())")
     return w / total
 
 
@@ -266,10 +256,9 @@ def _mirror_weights(a: np.ndarray, b: np.ndarray, cost: np.ndarray, steps: int,
     """
     value, v = _emd_dual(a, b, cost)
     spread = float(v.max() - v.min())
-    if eta is None:
-        eta = 1.0 / spread if spread > 0 else None
-    if eta is None:
+    if eta is None and spread == 0:  # every step would leave b as it is
         return b, value, None
+    eta = 1.0 / spread if eta is None else eta
     for _ in range(steps):
         for _ in range(20):  # halve η until W2² decreases
             logits = np.log(np.maximum(b, 1e-300)) - eta * v

@@ -164,7 +164,7 @@ def _far_init(x, k, gen, n_far):
 @pytest.mark.parametrize("n, d, k", [(600, 2, 9), (1500, 8, 25), (400, 30, 40), (300, 3, 1)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("case", ["plain", "empty-cells", "duplicates"])
-def test_bounded_lloyd_equals_plain_lloyd(n, d, k, seed, case):
+def test_lloyd_equals_the_plain_reference(n, d, k, seed, case):
     gen = torch.Generator().manual_seed(seed)
     centres = 3 * torch.randn(max(k // 2, 1), d, generator=gen, dtype=torch.float64)
     x = centres[torch.randint(len(centres), (n,), generator=gen)]
@@ -183,9 +183,9 @@ def test_bounded_lloyd_equals_plain_lloyd(n, d, k, seed, case):
 
 
 @pytest.mark.parametrize("offset", [0.0, 30.0])
-def test_bounded_lloyd_float32_labels_are_nearest(offset):
-    """In float32 the bounds absorb the rounding of ‖x‖² − 2x·c + ‖c‖²: after every iteration
-    each label is a nearest point up to that rounding, even with a large common offset."""
+def test_lloyd_float32_labels_are_nearest(offset):
+    """In float32, ‖x‖² − 2x·c + ‖c‖² is rounded: after every iteration each label is a
+    nearest point up to that rounding, even with a large common offset."""
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(3000, 12, generator=gen) + offset
     init = x[:20].clone()
@@ -199,43 +199,28 @@ def test_bounded_lloyd_float32_labels_are_nearest(offset):
         assert bool((own <= d2.min(1).values + rounding).all()), iters
 
 
-def test_bounds_skip_settled_rows(blobs, monkeypatch):
-    """Hamerly's test does the pruning: once Lloyd has settled, few rows are compared."""
-    import pqlib.quantize as quantize
-
-    computed = []
-    move = quantize._Lloyd.move
-
-    def record(self, previous, points):
-        changed = move(self, previous, points)
-        computed.append(self.computed[-1])
-        return changed
-
-    monkeypatch.setattr(quantize._Lloyd, "move", record)
-    q = kmeans(blobs, 5, iters=10, tol=None, seed=0)
-    assert len(computed) == 10 and q.iterations == 10
-    assert computed[-1] < 0.05 * len(blobs)  # the points no longer move: the bounds hold
-
-
-def test_blocks_and_threads_give_the_same_result(monkeypatch):
-    """Several row blocks on worker threads and several chunks per block: same result as one
-    block on the calling thread."""
-    import pqlib.quantize as quantize
-
+def test_threads_and_chunks_give_the_same_result():
+    """Rows spanning several chunks, with one torch thread and with two: the same labels, and
+    the result of the plain reference."""
     gen = torch.Generator().manual_seed(7)
-    x = torch.randn(3000, 6, generator=gen, dtype=torch.float64)
+    x = torch.randn(100_000, 6, generator=gen, dtype=torch.float64)  # > 40,000 rows per chunk
     init = _far_init(x, 12, gen, 1)
-    one = kmeans(x, 12, iters=12, tol=None, init=init)
-    monkeypatch.setattr(quantize, "_CHUNK_BYTES", 1)  # 256-row chunks, so up to 8 blocks
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = kmeans(x, 12, iters=12, tol=None, init=init)
+    finally:
+        torch.set_num_threads(threads)
     torch.set_num_threads(2)
     try:
         many = kmeans(x, 12, iters=12, tol=None, init=init)
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one.labels, many.labels)
-    assert torch.allclose(one.points, many.points, rtol=0, atol=1e-12)
-    assert one.history == pytest.approx(many.history, rel=1e-12)
+    labels, points, history = lloyd_reference(x, init, 12)
+    for q in (one, many):
+        assert torch.equal(q.labels, labels)
+        assert torch.allclose(q.points, points, rtol=0, atol=1e-12)
+        assert q.history == pytest.approx(history, rel=1e-12)
 
 
 def test_tol_none_runs_all_iterations(blobs):
@@ -256,7 +241,7 @@ def test_assign_and_voronoi_weights():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda x: kmeans(x, 0), r"k=0 should be >= 1"),
+    (lambda x: kmeans(x, 0), r"k=0 should be an integer >= 1"),
     (lambda x: kmeans(x, 5), r"k=5 should be <= n_samples=4"),
     (lambda x: kmeans(x, 2.5), r"k=2.5 should be an integer"),
     (lambda x: kmeans(x[0], 1), r"must be 2-D .* got shape \(2,\)"),
@@ -264,13 +249,13 @@ def test_assign_and_voronoi_weights():
     (lambda x: kmeans(x, 2, init=torch.zeros(3, 2)), r"init has shape \(3, 2\) but \(k, d\) = \(2, 2\)"),
     (lambda x: kmeans(x, 2, init="kmeans"), r"init='kmeans'"),
     (lambda x: kmeans(x, 2, tol=-1.0), r"tol=-1.0"),
-    (lambda x: kmeans(x, 2, iters=-1), r"iters=-1 should be >= 0"),
+    (lambda x: kmeans(x, 2, iters=-1), r"iters=-1 should be an integer >= 0"),
     (lambda x: assign(x, torch.zeros(2, 3)), r"dimension mismatch: x has shape \(4, 2\) but points has shape \(2, 3\)"),
     (lambda x: clvq(x, 5), r"k=5 should be <= n_samples=4"),
     (lambda x: clvq(x, 3, batch_size=2), r"batch_size=2 should be >= k=3"),
     (lambda x: clvq(x, 2, step_size=1.5), r"step_size=1.5"),
     (lambda x: clvq(x, 2, step_size="1/n"), r"step_size='1/n'"),
-    (lambda x: clvq(x, 2, steps=0), r"steps=0 should be >= 1"),
+    (lambda x: clvq(x, 2, steps=0), r"steps=0 should be an integer >= 1"),
     (lambda x: clvq([x[:1]], 2), r"k=2 should be <= n_samples=1"),
     (lambda x: clvq([x, torch.zeros(3, 5)], 2, steps=5), r"dimension mismatch: batch 1 has shape \(3, 5\)"),
 ])
@@ -285,7 +270,7 @@ def test_non_finite_data_raises(bad):
     x[2, 1] = bad
     with pytest.raises(ValueError, match=r"x contains 1 NaN/inf values \(first in row 2\)"):
         kmeans(x, 2)
-    with pytest.raises(ValueError, match=r"batch 1 contains NaN/inf"):
+    with pytest.raises(ValueError, match=r"batch 1 contains 1 NaN/inf values \(first in row 2\)"):
         clvq([torch.tensor(FOUR), x], 2, steps=3)
     with pytest.raises(ValueError, match=r"data contains 1 NaN/inf"):
         clvq(x, 2)

@@ -68,10 +68,10 @@ def run_one(x: torch.Tensor, k: int, iters: int, repeats: int, threads: int) -> 
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    from pqlib.quantize import _seed_points, kmeans
+    from pqlib.quantize import kmeans
 
     n, d = x.shape
-    init = _seed_points(x, k, 0)
+    init = kmeans(x, k, iters=0, seed=0).points  # the k-means++ seeding alone
     x_np, init_np = x.numpy(), init.numpy()
 
     def pq():

@@ -28,15 +28,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..cache import config_hash
-from .base import (
-    Prior,
-    check_batch_size,
-    check_images,
-    check_labels,
-    check_latents,
-    check_strength,
-)
+from ..cache import atomic_write, config_hash
+from ..checks import CorruptFile, InvalidParameter
+from .base import Prior, check_images, check_labels, check_latents, checked_decode, checked_encode
 
 __all__ = ["TinyConfig", "TinyLatentDiffusion", "default_config", "PRIOR_RECIPE"]
 
@@ -105,20 +99,20 @@ class TinyConfig:
         levels = len(self.vae_channels) - 1
         c, h, w = self.image_shape
         if self.pad_to < max(h, w) or self.pad_to % (2 ** levels):
-            raise ValueError(
+            raise InvalidParameter(
                 f"pad_to={self.pad_to} must be >= the image size {h}×{w} and divisible by "
                 f"2**{levels} (the VAE downsamples {levels} times)"
             )
         latent = self.pad_to // 2 ** levels
         if latent % 2 ** (len(self.unet_channels) - 1):
-            raise ValueError(f"latent size {latent} is not divisible by 2**{len(self.unet_channels) - 1} "
+            raise InvalidParameter(f"latent size {latent} is not divisible by 2**{len(self.unet_channels) - 1} "
                              f"(unet_channels={self.unet_channels}); change pad_to or unet_channels")
         if len(self.classes) != self.num_classes:
-            raise ValueError(f"classes has {len(self.classes)} names but num_classes={self.num_classes}")
+            raise InvalidParameter(f"classes has {len(self.classes)} names but num_classes={self.num_classes}")
         if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision={self.precision!r} is not one of 'auto', 'bf16', 'fp32'")
+            raise InvalidParameter(f"precision={self.precision!r} is not one of 'auto', 'bf16', 'fp32'")
         if not 0.0 <= self.p_uncond < 1.0:
-            raise ValueError(f"p_uncond={self.p_uncond} must be in [0, 1)")
+            raise InvalidParameter(f"p_uncond={self.p_uncond} must be in [0, 1)")
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -131,10 +125,11 @@ class TinyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TinyConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
+        """The config of :meth:`to_dict` (lists become tuples); unknown keys are an error."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown TinyConfig fields {sorted(unknown)}; valid: {sorted(known)}")
+            raise InvalidParameter(f"unknown prior config keys {sorted(unknown)}; valid keys: "
+                                   f"{sorted(cls.__dataclass_fields__)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def hash(self) -> str:
@@ -163,10 +158,9 @@ def default_config(dataset: str = "mnist", data=None) -> TinyConfig:
 
         data = load(dataset, "train")
     c, h, w = data.image_shape
-    pad = max(8, 4 * math.ceil(max(h, w) / 4))
-    pad = 8 * math.ceil(pad / 8)  # VAE ÷4, UNet ÷2
     return TinyConfig(dataset=dataset, image_shape=(c, h, w), num_classes=data.num_classes,
-                      classes=tuple(data.classes), pad_to=pad)
+                      classes=tuple(data.classes),
+                      pad_to=8 * math.ceil(max(h, w) / 8))  # VAE ÷4, UNet ÷2
 
 
 def to_model_space(images: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
@@ -210,6 +204,13 @@ def build_unet(cfg: TinyConfig):
         up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
         num_class_embeds=cfg.num_classes + 1,
     )
+
+
+def build_models(cfg: TinyConfig, *, seed: int, scaling_factor: float = 1.0):
+    """``(vae, unet)`` with weights initialised from ``seed`` (the global RNG is left as it was)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_vae(cfg, scaling_factor), build_unet(cfg)
 
 
 def build_scheduler(cfg: TinyConfig, clip_range: float):
@@ -280,9 +281,7 @@ class TinyLatentDiffusion(Prior):
     def random(cls, config: TinyConfig, *, seed: int = 0, scaling_factor: float = 1.0,
                clip_range: float = 4.0) -> TinyLatentDiffusion:
         """An untrained prior with seeded random weights (for tests and shape checks)."""
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            vae, unet = build_vae(config, scaling_factor), build_unet(config)
+        vae, unet = build_models(config, seed=seed, scaling_factor=scaling_factor)
         return cls(config, vae, unet, clip_range=clip_range)
 
     # ---------------------------------------------------------------------- pixel ↔ model space
@@ -302,6 +301,7 @@ class TinyLatentDiffusion(Prior):
 
     # ---------------------------------------------------------------------- encode / decode
 
+    @checked_encode
     @torch.no_grad()
     def encode(self, images: torch.Tensor, *, sample: bool = False, seed: int = 0,
                batch_size: int = 500, progress: bool = True) -> torch.Tensor:
@@ -319,7 +319,6 @@ class TinyLatentDiffusion(Prior):
         latents : float32 tensor of shape ``(N, *latent_shape)``, multiplied by ``scaling_factor``
         """
         images = check_images(images, self.image_shape)
-        check_batch_size(batch_size)
         n = len(images)
         eps = None
         if sample:
@@ -331,6 +330,7 @@ class TinyLatentDiffusion(Prior):
             out[i : i + batch_size] = z * self.scaling_factor
         return out
 
+    @checked_decode
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, labels, *, strength: float = 0.7, steps: int = 50,
                guidance: float | None = None, seed: int = 0, batch_size: int = 500,
@@ -355,8 +355,6 @@ class TinyLatentDiffusion(Prior):
         -------
         images : float32 tensor of shape ``(N, *image_shape)``, values in [0, 1]
         """
-        check_strength(strength, steps, guidance)
-        check_batch_size(batch_size)
         latents = check_latents(latents, self.latent_shape)
         labels = check_labels(labels, len(latents), self.num_classes)
         guidance = self.default_guidance if guidance is None else float(guidance)
@@ -405,8 +403,6 @@ class TinyLatentDiffusion(Prior):
         """
         from safetensors.torch import save as st_save
 
-        from ..cache import atomic_write
-
         prefix = Path(prefix)
         meta = {"pqlib_prior": json.dumps({
             "kind": "tiny-ldm", "config": self.config, "config_hash": config_hash(self.config),
@@ -429,43 +425,41 @@ class TinyLatentDiffusion(Prior):
         (a directory holding exactly one such pair also works). With ``expect_hash`` the
         stored config hash must match.
         """
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open
 
         prefix = _resolve_prefix(Path(prefix))
-        files = {part: prefix.with_name(f"{prefix.name}-{part}.safetensors") for part in ("vae", "unet")}
-        missing = [str(p) for p in files.values() if not p.is_file()]
+        files = [Path(f"{prefix}-{part}.safetensors") for part in ("vae", "unet")]
+        missing = [str(p) for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(
                 f"prior weights incomplete: missing {', '.join(missing)}; train them with "
                 f"`pqlib train-prior` or pass the prefix written by it"
             )
-        metas = []
-        for p in files.values():
-            with safe_open(str(p), "pt") as f:
-                meta = (f.metadata() or {}).get("pqlib_prior")
-            if meta is None:
-                raise ValueError(f"{str(p)!r} is not a pqlib prior file (no 'pqlib_prior' metadata)")
-            metas.append(json.loads(meta))
-        info = metas[0]
-        if metas[0]["config_hash"] != metas[1]["config_hash"]:
-            raise ValueError(f"{files['vae']} and {files['unet']} come from different trainings "
-                             f"(config hashes {metas[0]['config_hash']} and {metas[1]['config_hash']})")
-        config = TinyConfig.from_dict(info["config"])
-        if config.hash() != info["config_hash"]:
-            raise ValueError(f"{str(files['vae'])!r}: stored config hash {info['config_hash']} does not "
-                             f"match its config ({config.hash()}); the file is corrupt")
-        if expect_hash is not None and info["config_hash"] != expect_hash:
-            raise ValueError(f"prior {str(prefix)!r} has config hash {info['config_hash']} but "
+        infos, states = [], []
+        for path in files:
+            try:
+                with safe_open(str(path), "pt") as f:
+                    infos.append(json.loads((f.metadata() or {})["pqlib_prior"]))
+                    states.append({k: f.get_tensor(k).float() for k in f.keys()})
+            except (SafetensorError, KeyError, ValueError) as err:
+                raise CorruptFile(path, "pqlib prior file (safetensors with 'pqlib_prior' "
+                                  "metadata)", "retrain it with `pqlib train-prior`") from err
+        (vae_info, unet_info), config = infos, TinyConfig.from_dict(infos[0]["config"])
+        if vae_info["config_hash"] != unet_info["config_hash"]:
+            raise ValueError(f"{files[0]} and {files[1]} come from different trainings (config "
+                             f"hashes {vae_info['config_hash']} and {unet_info['config_hash']})")
+        if config.hash() != vae_info["config_hash"]:
+            raise CorruptFile(files[0], "prior file", f"its stored config hash "
+                              f"{vae_info['config_hash']} does not match its config ({config.hash()})")
+        if expect_hash is not None and vae_info["config_hash"] != expect_hash:
+            raise ValueError(f"prior {str(prefix)!r} has config hash {vae_info['config_hash']} but "
                              f"{expect_hash} was expected; retrain with `pqlib train-prior`")
-        vae, unet = build_vae(config, info["scaling_factor"]), build_unet(config)
-        vae.load_state_dict({k: v.float() for k, v in load_file(str(files["vae"])).items()})
-        unet.load_state_dict({k: v.float() for k, v in load_file(str(files["unet"])).items()})
-        record = {}
-        json_path = prefix.with_name(f"{prefix.name}.json")
-        if json_path.is_file():
-            record = json.loads(json_path.read_text())
-        return cls(config, vae, unet, clip_range=info["clip_range"], record=record)
+        vae, unet = build_vae(config, vae_info["scaling_factor"]), build_unet(config)
+        vae.load_state_dict(states[0])
+        unet.load_state_dict(states[1])
+        record = Path(f"{prefix}.json")
+        record = json.loads(record.read_text()) if record.is_file() else {}
+        return cls(config, vae, unet, clip_range=vae_info["clip_range"], record=record)
 
 
 def _resolve_prefix(path: Path) -> Path:
@@ -476,7 +470,7 @@ def _resolve_prefix(path: Path) -> Path:
                 f"{str(path)!r} holds {len(found)} prior weight pairs (prior-*-vae.safetensors); "
                 f"pass the file prefix instead"
             )
-        return found[0].with_name(found[0].name[: -len("-vae.safetensors")])
+        path = found[0]
     for suffix in ("-vae.safetensors", "-unet.safetensors", ".json"):
         if path.name.endswith(suffix):
             return path.with_name(path.name[: -len(suffix)])

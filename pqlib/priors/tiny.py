@@ -358,21 +358,18 @@ class TinyLatentDiffusion(Prior):
         latents = check_latents(latents, self.latent_shape)
         labels = check_labels(labels, len(latents), self.num_classes)
         guidance = self.default_guidance if guidance is None else float(guidance)
-        n = len(latents)
-        init = min(int(steps * strength), steps)
-        if init == 0:
-            return torch.cat([self.vae_decode(latents[i : i + batch_size])
-                              for i in range(0, n, batch_size)]) if n else self._empty()
+        n, init = len(latents), min(int(steps * strength), steps)
         sched = self.scheduler
         sched.set_timesteps(steps)
-        timesteps = sched.timesteps[steps - init :]
+        timesteps = sched.timesteps[steps - init :]  # empty for init == 0: a plain VAE decode
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
         out = torch.empty((n, *self.image_shape))
         bar = tqdm(total=math.ceil(n / batch_size) * len(timesteps), desc=f"decode s={strength:g}",
-                   disable=not progress)
+                   disable=not progress or init == 0)
         for i in range(0, n, batch_size):
-            z0, eps, y = latents[i : i + batch_size], noise[i : i + batch_size], labels[i : i + batch_size]
-            z = eps.clone() if strength >= 1.0 else sched.add_noise(z0, eps, timesteps[:1])
+            z, eps, y = latents[i : i + batch_size], noise[i : i + batch_size], labels[i : i + batch_size]
+            if init:
+                z = eps.clone() if strength >= 1.0 else sched.add_noise(z, eps, timesteps[:1])
             for t in timesteps:
                 z = sched.step(self._eps(z, t, y, guidance), t, z).prev_sample
                 bar.update()
@@ -390,9 +387,6 @@ class TinyLatentDiffusion(Prior):
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
 
-    def _empty(self) -> torch.Tensor:
-        return torch.empty((0, *self.image_shape))
-
     # ---------------------------------------------------------------------- save / load
 
     def save(self, prefix: str | Path, *, dtype: torch.dtype = torch.float16) -> list[Path]:
@@ -403,18 +397,15 @@ class TinyLatentDiffusion(Prior):
         """
         from safetensors.torch import save as st_save
 
-        prefix = Path(prefix)
         meta = {"pqlib_prior": json.dumps({
             "kind": "tiny-ldm", "config": self.config, "config_hash": config_hash(self.config),
             "scaling_factor": self.scaling_factor, "clip_range": self.clip_range,
         })}
-        paths = []
-        for part, module in (("vae", self.vae), ("unet", self.unet)):
+        paths = [Path(f"{prefix}-{part}.safetensors") for part in ("vae", "unet")]
+        for path, module in zip(paths, (self.vae, self.unet)):
             state = {k: v.detach().to(dtype).contiguous() for k, v in module.state_dict().items()}
-            path = prefix.with_name(f"{prefix.name}-{part}.safetensors")
             with atomic_write(path) as f:
                 f.write(st_save(state, metadata=meta))
-            paths.append(path)
         return paths
 
     @classmethod

@@ -43,7 +43,6 @@ from .tiny import (
     TinyLatentDiffusion,
     build_models,
     build_scheduler,
-    build_vae,
     default_config,
     to_model_space,
 )
@@ -96,13 +95,10 @@ def _lr(step: int, total: int, base: float, warmup: int) -> float:
     return base * warm * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 
-def _batch(step: int, n: int, bs: int, seed: int, stream: int, cache: dict) -> torch.Tensor:
-    spe = max(1, n // bs)
-    epoch, j = divmod(step, spe)
-    if cache.get("epoch") != epoch:
-        cache["epoch"] = epoch
-        cache["perm"] = torch.randperm(n, generator=_gen(seed, stream, 10**9 + epoch))
-    return cache["perm"][j * bs : (j + 1) * bs]
+def _batch(step: int, n: int, bs: int, seed: int, stream: int) -> torch.Tensor:
+    """Indices of batch ``step``: one seeded permutation of the ``n`` examples per epoch."""
+    epoch, j = divmod(step, max(1, n // bs))
+    return torch.randperm(n, generator=_gen(seed, stream, 10**9 + epoch))[j * bs : (j + 1) * bs]
 
 
 def _total_steps(cfg: TinyConfig, n: int) -> dict[str, int]:
@@ -129,7 +125,6 @@ class _Phase:
     """
 
     name: str
-    desc: str
     model: torch.nn.Module
     loss: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict]]
     lr: float
@@ -195,11 +190,10 @@ class _Session:
         if self.opt_state is not None:
             self.opt.load_state_dict(self.opt_state)
         p.model.train()
-        order: dict = {}
-        bar = tqdm(range(state["step"], p.steps), desc=p.desc, initial=state["step"],
+        bar = tqdm(range(state["step"], p.steps), desc=f"prior {p.name}", initial=state["step"],
                    total=p.steps, disable=not self.progress, mininterval=2.0)
         for step in bar:
-            idx = _batch(step, self.n, p.batch_size, seed, p.streams[0], order)
+            idx = _batch(step, self.n, p.batch_size, seed, p.streams[0])
             for group in self.opt.param_groups:
                 group["lr"] = _lr(step, p.steps, p.lr, self.cfg.warmup_steps)
             loss, logged = p.loss(idx, _gen(seed, p.streams[1], step))
@@ -228,7 +222,14 @@ class _Session:
         self.vae.eval()
         if self.state["phase"] == "latents" or not lat_path.is_file():
             started = time.perf_counter()
-            mean, logvar = _encode(self.vae, images, self.cfg, self.progress)
+            means, logvars = [], []
+            with torch.no_grad():
+                for i in tqdm(range(0, len(images), 500), desc="prior latents",
+                              disable=not self.progress, mininterval=2.0):
+                    dist = self.vae.encode(to_model_space(images[i : i + 500], self.cfg)).latent_dist
+                    means.append(dist.mean)
+                    logvars.append(dist.logvar)
+            mean, logvar = torch.cat(means), torch.cat(logvars)
             var = (mean.double() ** 2).mean() + logvar.double().exp().mean() - mean.double().mean() ** 2
             scale = float(1.0 / var.sqrt())
             _save({"mean": mean, "logvar": logvar}, lat_path)
@@ -238,17 +239,6 @@ class _Session:
                 self.advance(started)
         lat = torch.load(lat_path, map_location="cpu", weights_only=True)
         return lat["mean"], torch.exp(0.5 * lat["logvar"]), self.state["scaling_factor"]
-
-
-@torch.no_grad()
-def _encode(vae, images: torch.Tensor, cfg: TinyConfig, progress: bool):
-    means, logvars = [], []
-    for i in tqdm(range(0, len(images), 500), desc="prior 2/3 encode", disable=not progress,
-                  mininterval=2.0):
-        dist = vae.encode(to_model_space(images[i : i + 500], cfg)).latent_dist
-        means.append(dist.mean)
-        logvars.append(dist.logvar)
-    return torch.cat(means), torch.cat(logvars)
 
 
 def _vae_phase(vae, images: torch.Tensor, cfg: TinyConfig, amp, steps: int) -> _Phase:
@@ -267,7 +257,7 @@ def _vae_phase(vae, images: torch.Tensor, cfg: TinyConfig, amp, steps: int) -> _
         kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / pixels
         return l1 + cfg.kl_weight * kl, {"l1": l1, "kl": kl}
 
-    return _Phase("vae", "prior 1/3 VAE", vae, loss, cfg.vae_lr, cfg.vae_batch_size, steps, (1, 2))
+    return _Phase("vae", vae, loss, cfg.vae_lr, cfg.vae_batch_size, steps, (1, 2))
 
 
 def _unet_phase(session: _Session, labels: torch.Tensor, latents, amp, steps: int) -> _Phase:
@@ -287,7 +277,7 @@ def _unet_phase(session: _Session, labels: torch.Tensor, latents, amp, steps: in
         mse = F.mse_loss(pred.float(), noise)
         return mse, {"loss": mse}
 
-    return _Phase("unet", "prior 3/3 UNet", unet, loss, cfg.unet_lr, cfg.unet_batch_size, steps,
+    return _Phase("unet", unet, loss, cfg.unet_lr, cfg.unet_batch_size, steps,
                   (3, 4), ema=session.ema, ema_decay=cfg.ema_decay)
 
 
@@ -346,9 +336,8 @@ def train_prior(dataset="mnist", *, config: TinyConfig | dict | None = None,
         raise
     seconds = run.elapsed()
     record = _record(cfg, run.state, seconds, precision, len(data.images), steps, command)
-    final_vae = build_vae(cfg, run.state["scaling_factor"])
-    final_vae.load_state_dict(run.vae.state_dict())
-    files = TinyLatentDiffusion(cfg, final_vae, run.ema, clip_range=run.state["clip_range"]).save(prefix)
+    run.vae.register_to_config(scaling_factor=run.state["scaling_factor"])
+    files = TinyLatentDiffusion(cfg, run.vae, run.ema, clip_range=run.state["clip_range"]).save(prefix)
     json_path = Path(f"{prefix}.json")
     with atomic_write(json_path, "w") as f:
         json.dump(record, f, indent=1)

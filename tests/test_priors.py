@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pqlib.checks import CorruptFile, InvalidParameter
 from pqlib.data import ImageSet
 from pqlib.priors import (
     PixelPrior,
@@ -118,6 +119,19 @@ def test_bad_values_and_latents(tiny):
         tiny.decode(torch.zeros(1, 4, 4, 4), [0])
     with pytest.raises(ValueError, match="steps"):
         tiny.decode(torch.zeros(1, 4, 8, 8), [0], steps=0)
+
+
+def test_argument_errors_name_the_value(tiny, tmp_path):
+    with pytest.raises(InvalidParameter, match="batch_size=0 should be an integer >= 1"):
+        tiny.encode(torch.rand(1, 1, 28, 28), batch_size=0)
+    with pytest.raises(InvalidParameter, match="guidance=nan"):
+        tiny.decode(torch.zeros(1, 4, 8, 8), [0], guidance=float("nan"))
+    with pytest.raises(InvalidParameter, match="StableDiffusionPrior: strength=2 "):
+        StableDiffusionPrior(tmp_path / "no-such-model", strength=2)  # before any loading
+    (tmp_path / "p-vae.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "p-unet.safetensors").write_bytes(b"")
+    with pytest.raises(CorruptFile, match=r"p-vae\.safetensors is not a readable pqlib prior"):
+        TinyLatentDiffusion.load(tmp_path / "p")
 
 
 def test_save_load_roundtrip(tiny, batch, tmp_path):

@@ -46,44 +46,25 @@ def check_model_dir(model_dir: str | Path, *, need_text: bool = True) -> Path:
             f"its local path (pqlib never downloads weights)"
         )
     missing = [] if (path / "model_index.json").is_file() else ["model_index.json"]
-    parts = {"vae": "config.json", "unet": "config.json", "scheduler": "scheduler_config.json"}
+    weights = ("*.safetensors", "*.bin")
+    needed = {"vae": ("config.json", weights), "unet": ("config.json", weights),
+              "scheduler": ("scheduler_config.json",)}
     if need_text:
-        parts.update(text_encoder="config.json", tokenizer=None)
-    for sub, config in parts.items():
-        folder = path / sub
-        if not folder.is_dir():
+        needed.update(text_encoder=("config.json", weights), tokenizer=("*",))
+    for sub, wanted in needed.items():
+        if not (path / sub).is_dir():
             missing.append(f"{sub}/")
             continue
-        if config and not (folder / config).is_file():
-            missing.append(f"{sub}/{config}")
-        if sub in ("vae", "unet", "text_encoder") and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-            missing.append(f"{sub}/ weights (*.safetensors or *.bin)")
-        if sub == "tokenizer" and not any(folder.iterdir()):
-            missing.append("tokenizer/ files")
+        for want in wanted:
+            patterns = (want,) if isinstance(want, str) else want
+            if not any(any((path / sub).glob(p)) for p in patterns):
+                missing.append(f"{sub}/{' or '.join(patterns)}")
     if missing:
         raise FileNotFoundError(
             f"Stable Diffusion model directory {str(path)!r} is incomplete: missing "
             f"{', '.join(missing)}; it must be in the diffusers layout (pipeline.save_pretrained)"
         )
     return path
-
-
-def _settings(*, class_names: Sequence[str] | None = None, strength: float = 0.7,
-              guidance: float = 8.0, steps: int = 50,
-              negative_prompt: str | None = D4M_NEGATIVE_PROMPT, prompt_template: str = "{name}",
-              embed: Callable[[list[str]], torch.Tensor] | None = None,
-              resolution: int | None = None) -> dict:
-    """The img2img settings of a :class:`StableDiffusionPrior` (D4M's defaults), checked."""
-    for name, value, constraint in (("strength", strength, Real(0, 1)), ("steps", steps, Int(1)),
-                                    ("guidance", guidance, Real()),
-                                    ("resolution", resolution, Int(1) | Optional)):
-        check(name, value, constraint, where="StableDiffusionPrior")
-    if "{name}" not in prompt_template:
-        raise InvalidParameter(f"prompt_template={prompt_template!r} must contain '{{name}}'")
-    return {"class_names": None if class_names is None else tuple(class_names),
-            "strength": float(strength), "guidance": float(guidance), "steps": steps,
-            "negative_prompt": negative_prompt, "prompt_template": prompt_template,
-            "embed": embed, "resolution": resolution}
 
 
 class StableDiffusionPrior(Prior):
@@ -119,50 +100,62 @@ class StableDiffusionPrior(Prior):
     name = "stable-diffusion"
 
     def __init__(self, model_dir: str | Path, *, device=None, dtype=None, **settings):
-        from diffusers import StableDiffusionImg2ImgPipeline
-
-        settings = _settings(**settings)
-        path = check_model_dir(model_dir, need_text=settings["embed"] is None)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        extra = {} if settings["embed"] is None else {"text_encoder": None, "tokenizer": None}
-        pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-            str(path), local_files_only=True, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False, torch_dtype=dtype, **extra,
-        )
-        self._setup(pipe.to(device), str(path), settings)
+
+        def open_pipeline(need_text: bool):
+            from diffusers import StableDiffusionImg2ImgPipeline
+
+            path = check_model_dir(model_dir, need_text=need_text)
+            pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
+                str(path), local_files_only=True, safety_checker=None, feature_extractor=None,
+                requires_safety_checker=False, torch_dtype=dtype,
+                **({} if need_text else {"text_encoder": None, "tokenizer": None}))
+            return pipe.to(device), str(path)
+
+        self._setup(open_pipeline, **settings)
 
     @classmethod
-    def from_pipeline(cls, pipeline, *, source: str = "components", **settings) -> StableDiffusionPrior:
+    def from_pipeline(cls, pipeline, *, source: str = "components",
+                      **settings) -> StableDiffusionPrior:
         """Wrap a built ``StableDiffusionImg2ImgPipeline`` (same settings as the constructor)."""
         self = cls.__new__(cls)
-        self._setup(pipeline, source, _settings(**settings))
+        self._setup(lambda need_text: (pipeline, source), **settings)
         return self
 
-    def _setup(self, pipe, source: str, settings: dict) -> None:
-        if settings["embed"] is None and (pipe.tokenizer is None or pipe.text_encoder is None):
+    def _setup(self, open_pipeline, *, class_names: Sequence[str] | None = None,
+               strength: float = 0.7, guidance: float = 8.0, steps: int = 50,
+               negative_prompt: str | None = D4M_NEGATIVE_PROMPT, prompt_template: str = "{name}",
+               embed: Callable[[list[str]], torch.Tensor] | None = None,
+               resolution: int | None = None) -> None:
+        """Check the settings, then ``open_pipeline(need_text) -> (pipeline, source)`` and wrap it."""
+        for name, value, constraint in (("strength", strength, Real(0, 1)), ("steps", steps, Int(1)),
+                                        ("guidance", guidance, Real()),
+                                        ("resolution", resolution, Int(1) | Optional)):
+            check(name, value, constraint, where="StableDiffusionPrior")
+        if "{name}" not in prompt_template:
+            raise InvalidParameter(f"prompt_template={prompt_template!r} must contain '{{name}}'")
+        pipe, source = open_pipeline(embed is None)
+        if embed is None and (pipe.tokenizer is None or pipe.text_encoder is None):
             raise InvalidParameter("the pipeline has no tokenizer/text_encoder; pass "
                                    "embed=callable(prompts)")
-        pipe.set_progress_bar_config(disable=True)
-        self.pipe, self.vae = pipe, pipe.vae
-        self.device, self.dtype = pipe.vae.device, pipe.vae.dtype
-        self.strength, self.default_guidance, self.steps = (
-            settings["strength"], settings["guidance"], settings["steps"])
-        self.negative_prompt, self.prompt_template = settings["negative_prompt"], settings["prompt_template"]
-        self._embed, self._cache = settings["embed"], {}
         factor = pipe.vae_scale_factor
-        side = settings["resolution"] or pipe.unet.config.sample_size * factor
+        side = resolution or pipe.unet.config.sample_size * factor
         if side % factor:
             raise InvalidParameter(f"resolution={side} must be a multiple of the VAE factor {factor}")
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe, self.vae, self.device, self.dtype = pipe, pipe.vae, pipe.vae.device, pipe.vae.dtype
+        self.strength, self.default_guidance, self.steps = float(strength), float(guidance), int(steps)
+        self.negative_prompt, self.prompt_template = negative_prompt, prompt_template
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.num_classes = len(self.class_names) if self.class_names is not None else None
+        self._embed, self._cache = embed, {}
         self.image_shape = (pipe.vae.config.in_channels, side, side)
         self.latent_shape = (pipe.vae.config.latent_channels, side // factor, side // factor)
-        self.class_names = settings["class_names"]
-        self.num_classes = None if self.class_names is None else len(self.class_names)
         self.dataset = None
         self.config = {"source": source, "resolution": side, "strength": self.strength,
                        "guidance": self.default_guidance, "steps": self.steps,
-                       "negative_prompt": self.negative_prompt,
-                       "prompt_template": self.prompt_template,
+                       "negative_prompt": negative_prompt, "prompt_template": prompt_template,
                        "scheduler": type(pipe.scheduler).__name__,
                        "dtype": str(self.dtype).replace("torch.", "")}
 
@@ -249,17 +242,14 @@ class StableDiffusionPrior(Prior):
         for i in tqdm(range(0, n, batch_size), desc=f"decode s={strength:g}", disable=not progress):
             z = latents[i : i + batch_size].to(self.device, self.dtype)
             if not denoise:
-                x = self.vae.decode(z / self.scaling_factor).sample
-                out[i : i + batch_size] = ((x.float().cpu() + 1) / 2).clamp(0, 1)
-                continue
-            if strength >= 1.0:
-                z = torch.zeros_like(z)
-            pe = self.embed(prompts[i : i + batch_size])
-            x = self.pipe(
-                prompt_embeds=pe,
-                negative_prompt_embeds=None if neg is None else neg.expand(len(z), -1, -1),
-                image=z, strength=float(strength), guidance_scale=guidance,
-                num_inference_steps=steps, generator=gens[i : i + batch_size], output_type="pt",
-            ).images
+                x = (self.vae.decode(z / self.scaling_factor).sample.float().cpu() + 1) / 2
+            else:
+                x = self.pipe(
+                    prompt_embeds=self.embed(prompts[i : i + batch_size]),
+                    negative_prompt_embeds=None if neg is None else neg.expand(len(z), -1, -1),
+                    image=torch.zeros_like(z) if strength >= 1.0 else z, strength=float(strength),
+                    guidance_scale=guidance, num_inference_steps=steps,
+                    generator=gens[i : i + batch_size], output_type="pt",
+                ).images
             out[i : i + batch_size] = x.float().cpu().clamp(0, 1)
         return out

@@ -66,5 +66,4 @@ def load_prior(dataset: str = "mnist", *, path: str | Path | None = None,
     raise FileNotFoundError(
         f"no trained prior for {dataset!r} (config hash {cfg.hash()}, files "
         f"{cfg.stem}-*.safetensors) in {' or '.join(map(str, folders))}; train it with "
-        f"`pqlib train-prior --dataset {dataset}` (about 40 min on 2 CPU cores for MNIST)"
-    )
+        f"`pqlib train-prior --dataset {dataset}` (about 40 min on 2 CPU cores for MNIST)")

@@ -73,18 +73,15 @@ class Prior(abc.ABC):
             raise ValueError(
                 f"prior {self.id!r} was trained on {self.dataset!r} but the data is {data.name!r}; "
                 f"train a prior for it with `pqlib train-prior --dataset {data.name}` or use "
-                f"PixelPrior / StableDiffusionPrior"
-            )
+                f"PixelPrior / StableDiffusionPrior")
         if tuple(data.image_shape) != tuple(self.image_shape):
             raise ValueError(
                 f"prior {self.id!r} takes images {tuple(self.image_shape)} but {data.name!r} has "
-                f"images {tuple(data.image_shape)}"
-            )
+                f"images {tuple(data.image_shape)}")
         if self.num_classes is not None and data.num_classes != self.num_classes:
             raise ValueError(
                 f"prior {self.id!r} knows {self.num_classes} classes but {data.name!r} has "
-                f"{data.num_classes}"
-            )
+                f"{data.num_classes}")
 
     @abc.abstractmethod
     def encode(self, images: torch.Tensor, *, sample: bool = False, seed: int = 0,

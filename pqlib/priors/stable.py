@@ -43,8 +43,7 @@ def check_model_dir(model_dir: str | Path, *, need_text: bool = True) -> Path:
         raise FileNotFoundError(
             f"Stable Diffusion model directory {str(path)!r} does not exist; download a diffusers-"
             f"format model (e.g. stable-diffusion-v1-5) on a machine with network access and pass "
-            f"its local path (pqlib never downloads weights)"
-        )
+            f"its local path (pqlib never downloads weights)")
     missing = [] if (path / "model_index.json").is_file() else ["model_index.json"]
     weights = ("*.safetensors", "*.bin")
     needed = {"vae": ("config.json", weights), "unet": ("config.json", weights),
@@ -62,8 +61,7 @@ def check_model_dir(model_dir: str | Path, *, need_text: bool = True) -> Path:
     if missing:
         raise FileNotFoundError(
             f"Stable Diffusion model directory {str(path)!r} is incomplete: missing "
-            f"{', '.join(missing)}; it must be in the diffusers layout (pipeline.save_pretrained)"
-        )
+            f"{', '.join(missing)}; it must be in the diffusers layout (pipeline.save_pretrained)")
     return path
 
 

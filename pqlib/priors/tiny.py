@@ -101,8 +101,7 @@ class TinyConfig:
         if self.pad_to < max(h, w) or self.pad_to % (2 ** levels):
             raise InvalidParameter(
                 f"pad_to={self.pad_to} must be >= the image size {h}×{w} and divisible by "
-                f"2**{levels} (the VAE downsamples {levels} times)"
-            )
+                f"2**{levels} (the VAE downsamples {levels} times)")
         latent = self.pad_to // 2 ** levels
         if latent % 2 ** (len(self.unet_channels) - 1):
             raise InvalidParameter(f"latent size {latent} is not divisible by 2**{len(self.unet_channels) - 1} "
@@ -188,8 +187,7 @@ def build_vae(cfg: TinyConfig, scaling_factor: float = 1.0):
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=tuple(cfg.vae_channels), layers_per_block=cfg.vae_layers_per_block,
         latent_channels=cfg.latent_channels, norm_num_groups=cfg.vae_norm_groups,
-        sample_size=cfg.pad_to, scaling_factor=float(scaling_factor),
-    )
+        sample_size=cfg.pad_to, scaling_factor=float(scaling_factor))
 
 
 def build_unet(cfg: TinyConfig):
@@ -202,8 +200,7 @@ def build_unet(cfg: TinyConfig):
         layers_per_block=cfg.unet_layers_per_block, norm_num_groups=cfg.unet_norm_groups,
         down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
         up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
-        num_class_embeds=cfg.num_classes + 1,
-    )
+        num_class_embeds=cfg.num_classes + 1)
 
 
 def build_models(cfg: TinyConfig, *, seed: int, scaling_factor: float = 1.0):
@@ -219,8 +216,7 @@ def build_scheduler(cfg: TinyConfig, clip_range: float):
     return DDIMScheduler(
         num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
         prediction_type="epsilon", clip_sample=True, clip_sample_range=float(clip_range),
-        set_alpha_to_one=True, timestep_spacing="trailing",
-    )
+        set_alpha_to_one=True, timestep_spacing="trailing")
 
 
 class TinyLatentDiffusion(Prior):
@@ -424,8 +420,7 @@ class TinyLatentDiffusion(Prior):
         if missing:
             raise FileNotFoundError(
                 f"prior weights incomplete: missing {', '.join(missing)}; train them with "
-                f"`pqlib train-prior` or pass the prefix written by it"
-            )
+                f"`pqlib train-prior` or pass the prefix written by it")
         infos, states = [], []
         for path in files:
             try:
@@ -459,8 +454,7 @@ def _resolve_prefix(path: Path) -> Path:
         if len(found) != 1:
             raise FileNotFoundError(
                 f"{str(path)!r} holds {len(found)} prior weight pairs (prior-*-vae.safetensors); "
-                f"pass the file prefix instead"
-            )
+                f"pass the file prefix instead")
         path = found[0]
     for suffix in ("-vae.safetensors", "-unet.safetensors", ".json"):
         if path.name.endswith(suffix):

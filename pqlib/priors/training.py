@@ -10,12 +10,14 @@ Three phases, one checkpoint file:
 3. **UNet** — ε-prediction MSE on fresh posterior samples, uniform timesteps, labels dropped
    to the null class with probability ``p_uncond``, EMA of the weights.
 
-Batches, noise and timesteps of step k come from generators seeded by (seed, phase, k), so a
-resumed run computes exactly what an uninterrupted one would. The checkpoint (models,
-optimiser, EMA, step, elapsed time) is written atomically every ``checkpoint_every`` steps, at
-the end of each phase and on Ctrl-C, under ``$PQLIB_CACHE/priors/<config hash>/``; the
-finished weights go to ``$PQLIB_CACHE/priors/prior-<dataset>-<hash>-{vae,unet}.safetensors``
-(float16) with a JSON training record beside them.
+Both optimisation phases run the same loop (:meth:`_Session.train` over a :class:`_Phase`:
+model, loss, batches, learning-rate schedule, checkpoints, optional EMA). Batches, noise and
+timesteps of step k come from generators seeded by (seed, stream, k), so a resumed run
+computes exactly what an uninterrupted one would. The checkpoint (models, optimiser, EMA,
+step, elapsed time) is written atomically every ``checkpoint_every`` steps, at the end of each
+phase and on Ctrl-C, under ``$PQLIB_CACHE/priors/<config hash>/``; the finished weights go to
+``$PQLIB_CACHE/priors/prior-<dataset>-<hash>-{vae,unet}.safetensors`` (float16) with a JSON
+training record beside them.
 """
 
 from __future__ import annotations
@@ -81,8 +83,7 @@ def resolve_config(data, config: TinyConfig | dict | None) -> TinyConfig:
     if tuple(cfg.image_shape) != tuple(data.image_shape) or cfg.num_classes != data.num_classes:
         raise InvalidParameter(
             f"config is for images {tuple(cfg.image_shape)} with {cfg.num_classes} classes but "
-            f"{data.name!r} has images {tuple(data.image_shape)} with {data.num_classes} classes"
-        )
+            f"{data.name!r} has images {tuple(data.image_shape)} with {data.num_classes} classes")
     return cfg
 
 
@@ -91,6 +92,7 @@ def _gen(seed: int, stream: int, index: int) -> torch.Generator:
 
 
 def _lr(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps times a cosine decay to 0 at ``total``."""
     warm = min(1.0, (step + 1) / max(1, warmup))
     return base * warm * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
@@ -103,8 +105,9 @@ def _batch(step: int, n: int, bs: int, seed: int, stream: int) -> torch.Tensor:
 
 def _total_steps(cfg: TinyConfig, n: int) -> dict[str, int]:
     """Optimiser steps of each phase: ``round(epochs × batches per epoch)``, at least 1."""
-    return {name: max(1, round(epochs * max(1, n // bs))) for name, epochs, bs in (
-        ("vae", cfg.vae_epochs, cfg.vae_batch_size), ("unet", cfg.unet_epochs, cfg.unet_batch_size))}
+    phases = {"vae": (cfg.vae_epochs, cfg.vae_batch_size),
+              "unet": (cfg.unet_epochs, cfg.unet_batch_size)}
+    return {name: max(1, round(epochs * max(1, n // bs))) for name, (epochs, bs) in phases.items()}
 
 
 def _save(obj, path: Path) -> None:
@@ -116,7 +119,7 @@ def _save(obj, path: Path) -> None:
 
 @dataclass(frozen=True)
 class _Phase:
-    """One optimisation phase: AdamW on ``model`` for ``steps`` steps of ``batch_size`` images.
+    """One optimisation phase: AdamW on ``model`` for ``steps`` steps of ``batch_size`` examples.
 
     ``loss(idx, g)`` returns the loss of the training examples ``idx`` with its noise drawn
     from ``g``, and the named scalars to log. Step k's batch comes from generator stream
@@ -146,7 +149,7 @@ class _Session:
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
         self.state = {"phase": "vae", "step": 0, "seconds": 0.0, "phase_seconds": {},
                       "losses": [], "sessions": 0}
-        self.opt, self.opt_state = None, None
+        self.opt = self.opt_state = None
         if resume and self.path.is_file():
             self._load()
         self.state["sessions"] += 1
@@ -155,8 +158,9 @@ class _Session:
     def _load(self) -> None:
         ck = torch.load(self.path, map_location="cpu", weights_only=False)
         if ck.get("config_hash") != self.cfg.hash():
-            raise ValueError(f"checkpoint {str(self.path)!r} belongs to config {ck.get('config_hash')}, "
-                             f"not {self.cfg.hash()}; delete it or pass resume=False")
+            raise ValueError(f"checkpoint {str(self.path)!r} belongs to config "
+                             f"{ck.get('config_hash')}, not {self.cfg.hash()}; delete it or "
+                             f"pass resume=False")
         for part in ("vae", "unet", "ema"):
             getattr(self, part).load_state_dict(ck[part])
         self.opt_state, self.state = ck["opt"], ck["state"]
@@ -216,33 +220,34 @@ class _Session:
         bar.close()
         self.advance(started)
 
+    @torch.no_grad()
     def latents(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Posterior mean, std and scaling factor of the training set (encoded once, then cached)."""
-        lat_path = self.work / "latents.pt"
+        """Posterior mean and std of the training set, and the scaling factor (encoded once)."""
+        path = self.work / "latents.pt"
         self.vae.eval()
-        if self.state["phase"] == "latents" or not lat_path.is_file():
-            started = time.perf_counter()
-            means, logvars = [], []
-            with torch.no_grad():
-                for i in tqdm(range(0, len(images), 500), desc="prior latents",
-                              disable=not self.progress, mininterval=2.0):
-                    dist = self.vae.encode(to_model_space(images[i : i + 500], self.cfg)).latent_dist
-                    means.append(dist.mean)
-                    logvars.append(dist.logvar)
+        if self.state["phase"] == "latents" or not path.is_file():
+            started, means, logvars = time.perf_counter(), [], []
+            for i in tqdm(range(0, len(images), 500), desc="prior latents",
+                          disable=not self.progress, mininterval=2.0):
+                x = to_model_space(images[i : i + 500], self.cfg)
+                dist = self.vae.encode(x).latent_dist
+                means.append(dist.mean)
+                logvars.append(dist.logvar)
             mean, logvar = torch.cat(means), torch.cat(logvars)
-            var = (mean.double() ** 2).mean() + logvar.double().exp().mean() - mean.double().mean() ** 2
+            m = mean.double()
+            var = (m**2).mean() + logvar.double().exp().mean() - m.mean() ** 2
             scale = float(1.0 / var.sqrt())
-            _save({"mean": mean, "logvar": logvar}, lat_path)
+            _save({"mean": mean, "logvar": logvar}, path)
             self.state.update(scaling_factor=scale,
                               clip_range=math.ceil(2 * float(mean.abs().max()) * scale) / 2)
             if self.state["phase"] == "latents":
                 self.advance(started)
-        lat = torch.load(lat_path, map_location="cpu", weights_only=True)
+        lat = torch.load(path, map_location="cpu", weights_only=True)
         return lat["mean"], torch.exp(0.5 * lat["logvar"]), self.state["scaling_factor"]
 
 
 def _vae_phase(vae, images: torch.Tensor, cfg: TinyConfig, amp, steps: int) -> _Phase:
-    """``mean |x − x̂| + kl_weight · KL / pixels`` on posterior samples (``amp()``: autocast)."""
+    """L1 reconstruction + ``kl_weight`` · KL per pixel on posterior samples (``amp``: autocast)."""
     pixels = cfg.image_shape[0] * cfg.pad_to**2
 
     def loss(idx, g):
@@ -257,7 +262,7 @@ def _vae_phase(vae, images: torch.Tensor, cfg: TinyConfig, amp, steps: int) -> _
         kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / pixels
         return l1 + cfg.kl_weight * kl, {"l1": l1, "kl": kl}
 
-    return _Phase("vae", vae, loss, cfg.vae_lr, cfg.vae_batch_size, steps, (1, 2))
+    return _Phase("vae", vae, loss, cfg.vae_lr, cfg.vae_batch_size, steps, streams=(1, 2))
 
 
 def _unet_phase(session: _Session, labels: torch.Tensor, latents, amp, steps: int) -> _Phase:
@@ -277,8 +282,8 @@ def _unet_phase(session: _Session, labels: torch.Tensor, latents, amp, steps: in
         mse = F.mse_loss(pred.float(), noise)
         return mse, {"loss": mse}
 
-    return _Phase("unet", unet, loss, cfg.unet_lr, cfg.unet_batch_size, steps,
-                  (3, 4), ema=session.ema, ema_decay=cfg.ema_decay)
+    return _Phase("unet", unet, loss, cfg.unet_lr, cfg.unet_batch_size, steps, streams=(3, 4),
+                  ema=session.ema, ema_decay=cfg.ema_decay)
 
 
 @checked(checkpoint_every=Int(1))
@@ -332,18 +337,19 @@ def train_prior(dataset="mnist", *, config: TinyConfig | dict | None = None,
             run.train(_unet_phase(run, data.labels, latents, amp, steps["unet"]))
     except KeyboardInterrupt:
         run.checkpoint()
-        print(f"\ninterrupted: checkpoint saved to {run.path}; run again to resume", file=sys.stderr)
+        print(f"\ninterrupted: checkpoint saved to {run.path}; run again to resume",
+              file=sys.stderr)
         raise
     seconds = run.elapsed()
     record = _record(cfg, run.state, seconds, precision, len(data.images), steps, command)
     run.vae.register_to_config(scaling_factor=run.state["scaling_factor"])
-    files = TinyLatentDiffusion(cfg, run.vae, run.ema, clip_range=run.state["clip_range"]).save(prefix)
-    json_path = Path(f"{prefix}.json")
-    with atomic_write(json_path, "w") as f:
+    prior = TinyLatentDiffusion(cfg, run.vae, run.ema, clip_range=run.state["clip_range"])
+    files = [*prior.save(prefix), Path(f"{prefix}.json")]
+    with atomic_write(files[-1], "w") as f:
         json.dump(record, f, indent=1)
     shutil.rmtree(run.work, ignore_errors=True)
     prior = TinyLatentDiffusion.load(prefix, expect_hash=cfg.hash())
-    return PriorTraining(prior, (*files, json_path, *_copy_out(prefix, out)), seconds, cfg.hash(), record)
+    return PriorTraining(prior, (*files, *_copy_out(prefix, out)), seconds, cfg.hash(), record)
 
 
 def _record(cfg: TinyConfig, state: dict, seconds: float, precision: str, n: int,
@@ -352,6 +358,7 @@ def _record(cfg: TinyConfig, state: dict, seconds: float, precision: str, n: int
     from ..provenance import provenance
 
     argv = ["pqlib" if "pqlib" in sys.argv[0] else sys.argv[0], *sys.argv[1:]]
+    last = {row[0]: row for row in state["losses"]}  # the last row of each phase
     return {
         "kind": "tiny-ldm", "dataset": cfg.dataset, "config_hash": cfg.hash(),
         "config": cfg.to_dict(), "command": command or " ".join(argv),
@@ -359,26 +366,21 @@ def _record(cfg: TinyConfig, state: dict, seconds: float, precision: str, n: int
         "phase_seconds": {k: round(v, 1) for k, v in state["phase_seconds"].items()},
         "sessions": state["sessions"], "precision": precision, "n_train": n, "steps": steps,
         "scaling_factor": state["scaling_factor"], "clip_range": state["clip_range"],
-        "final_losses": {phase: _last(state["losses"], phase) for phase in ("vae", "unet")},
-        "losses": state["losses"], "weights_dtype": "float16", **provenance(),
-    }
-
-
-def _last(losses: list, phase: str):
-    rows = [row for row in losses if row[0] == phase]
-    return rows[-1] if rows else None
+        "final_losses": {phase: last.get(phase) for phase in ("vae", "unet")},
+        "losses": state["losses"], "weights_dtype": "float16", **provenance()}
 
 
 def _copy_out(prefix: Path, out) -> tuple[Path, ...]:
+    """Copy the weights and record at ``prefix`` to ``out``: a folder or a file prefix."""
     if out is None:
         return ()
-    out = Path(out)
-    target = out / prefix.name if (out.is_dir() or str(out).endswith(("/", "\\"))) else out
+    target = Path(out)
+    if target.is_dir() or str(out).endswith(("/", "\\")):  # a folder, perhaps still to create
+        target = target / prefix.name
     copied = []
     for suffix in ("-vae.safetensors", "-unet.safetensors", ".json"):
-        src = prefix.with_name(prefix.name + suffix)
+        src, dst = Path(f"{prefix}{suffix}"), Path(f"{target}{suffix}")
         if src.is_file():
-            dst = target.with_name(target.name + suffix)
             with atomic_write(dst) as f:
                 f.write(src.read_bytes())
             copied.append(dst)

@@ -13,8 +13,8 @@ Components (all stock diffusers classes, nothing patched):
   training): with the cosine schedule √ᾱ(T−1) ≈ 5e-5, so the unclipped ε→x₀ conversion at the
   first step of a strength-1 run would amplify ε errors ~10⁴-fold.
 
-Latents are the VAE posterior (mean by default) multiplied by ``scaling_factor`` = 1/std of
-the training latents, so they have unit variance, as in Stable Diffusion.
+Latents are the VAE posterior (mean by default) times ``scaling_factor`` = 1/std of the
+training latents (unit variance, as in Stable Diffusion).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..cache import atomic_write, config_hash
-from ..checks import CorruptFile, InvalidParameter
+from ..checks import CorruptFile, InvalidParameter, OneOf, check
 from .base import Prior, check_images, check_labels, check_latents, checked_decode, checked_encode
 
 __all__ = ["TinyConfig", "TinyLatentDiffusion", "default_config", "PRIOR_RECIPE"]
@@ -99,17 +99,17 @@ class TinyConfig:
         levels = len(self.vae_channels) - 1
         c, h, w = self.image_shape
         if self.pad_to < max(h, w) or self.pad_to % (2 ** levels):
-            raise InvalidParameter(
-                f"pad_to={self.pad_to} must be >= the image size {h}×{w} and divisible by "
-                f"2**{levels} (the VAE downsamples {levels} times)")
+            raise InvalidParameter(f"pad_to={self.pad_to} must be >= the image size {h}×{w} and "
+                                   f"divisible by 2**{levels} (the VAE downsamples {levels} times)")
         latent = self.pad_to // 2 ** levels
         if latent % 2 ** (len(self.unet_channels) - 1):
-            raise InvalidParameter(f"latent size {latent} is not divisible by 2**{len(self.unet_channels) - 1} "
-                             f"(unet_channels={self.unet_channels}); change pad_to or unet_channels")
+            raise InvalidParameter(f"latent size {latent} is not divisible by "
+                                   f"2**{len(self.unet_channels) - 1} (unet_channels="
+                                   f"{self.unet_channels}); change pad_to or unet_channels")
         if len(self.classes) != self.num_classes:
-            raise InvalidParameter(f"classes has {len(self.classes)} names but num_classes={self.num_classes}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise InvalidParameter(f"precision={self.precision!r} is not one of 'auto', 'bf16', 'fp32'")
+            raise InvalidParameter(f"classes has {len(self.classes)} names but "
+                                   f"num_classes={self.num_classes}")
+        check("precision", self.precision, OneOf("auto", "bf16", "fp32"), where="TinyConfig")
         if not 0.0 <= self.p_uncond < 1.0:
             raise InvalidParameter(f"p_uncond={self.p_uncond} must be in [0, 1)")
 
@@ -164,16 +164,14 @@ def default_config(dataset: str = "mnist", data=None) -> TinyConfig:
 
 def to_model_space(images: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
     """[0, 1] images ``(N, *cfg.image_shape)`` → zero-padded images of side ``pad_to`` in [-1, 1]."""
-    _, h, w = cfg.image_shape
-    p = cfg.pad_to
+    (_, h, w), p = cfg.image_shape, cfg.pad_to
     top, left = (p - h) // 2, (p - w) // 2
     return F.pad(images, (left, p - w - left, top, p - h - top)) * 2 - 1
 
 
 def to_image_space(x: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
     """Inverse of :func:`to_model_space`: crop to ``cfg.image_shape``, map to [0, 1] (clamped)."""
-    _, h, w = cfg.image_shape
-    p = cfg.pad_to
+    (_, h, w), p = cfg.image_shape, cfg.pad_to
     top, left = (p - h) // 2, (p - w) // 2
     return ((x[..., top : top + h, left : left + w] + 1) / 2).clamp(0, 1)
 
@@ -237,8 +235,8 @@ class TinyLatentDiffusion(Prior):
 
     Notes
     -----
-    Use :func:`pqlib.priors.load_prior` for the trained default and
-    :func:`pqlib.priors.train_prior` to train one; :meth:`random` builds an untrained one.
+    :func:`pqlib.priors.load_prior` loads the trained default, :func:`pqlib.priors.train_prior`
+    trains one, :meth:`random` builds an untrained one.
 
     Examples
     --------
@@ -280,7 +278,6 @@ class TinyLatentDiffusion(Prior):
         vae, unet = build_models(config, seed=seed, scaling_factor=scaling_factor)
         return cls(config, vae, unet, clip_range=clip_range)
 
-    # ---------------------------------------------------------------------- pixel ↔ model space
 
     def to_model_space(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images ``(N, C, H, W)`` → zero-padded images of side ``pad_to`` in [-1, 1]."""
@@ -295,7 +292,6 @@ class TinyLatentDiffusion(Prior):
         """Plain VAE decoding of scaled latents: ``vae.decode(latents / scaling_factor)``, in [0, 1]."""
         return self.to_image_space(self.vae.decode(latents / self.scaling_factor).sample)
 
-    # ---------------------------------------------------------------------- encode / decode
 
     @checked_encode
     @torch.no_grad()
@@ -316,9 +312,8 @@ class TinyLatentDiffusion(Prior):
         """
         images = check_images(images, self.image_shape)
         n = len(images)
-        eps = None
-        if sample:
-            eps = torch.randn((n, *self.latent_shape), generator=torch.Generator().manual_seed(seed))
+        eps = torch.randn((n, *self.latent_shape),
+                          generator=torch.Generator().manual_seed(seed)) if sample else None
         out = torch.empty((n, *self.latent_shape))
         for i in tqdm(range(0, n, batch_size), desc="encode", disable=not progress or n <= batch_size):
             dist = self.vae.encode(self.to_model_space(images[i : i + batch_size])).latent_dist
@@ -375,22 +370,16 @@ class TinyLatentDiffusion(Prior):
 
     def _eps(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float) -> torch.Tensor:
         null = torch.full_like(y, self.null_class)
-        if guidance == 1.0:
-            return self.unet(z, t, class_labels=y).sample
-        if guidance == 0.0:
-            return self.unet(z, t, class_labels=null).sample
+        if guidance in (0.0, 1.0):  # purely unconditional / conditional: one UNet call
+            return self.unet(z, t, class_labels=y if guidance else null).sample
         both = self.unet(torch.cat([z, z]), t, class_labels=torch.cat([y, null])).sample
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
 
-    # ---------------------------------------------------------------------- save / load
 
     def save(self, prefix: str | Path, *, dtype: torch.dtype = torch.float16) -> list[Path]:
-        """Write ``<prefix>-vae.safetensors`` and ``<prefix>-unet.safetensors`` (``dtype``, atomic).
-
-        Each file carries the config, scaling factor and clip range in its metadata, so the
-        pair reloads with :meth:`load`.
-        """
+        """Write ``<prefix>-{vae,unet}.safetensors`` (``dtype``, atomically), each with the config,
+        scaling factor and clip range in its metadata, so that :meth:`load` rebuilds the prior."""
         from safetensors.torch import save as st_save
 
         meta = {"pqlib_prior": json.dumps({
@@ -406,12 +395,9 @@ class TinyLatentDiffusion(Prior):
 
     @classmethod
     def load(cls, prefix: str | Path, *, expect_hash: str | None = None) -> TinyLatentDiffusion:
-        """Load a prior written by :meth:`save` (weights are cast to float32).
-
-        ``prefix`` is the common path without ``-vae.safetensors`` / ``-unet.safetensors``
-        (a directory holding exactly one such pair also works). With ``expect_hash`` the
-        stored config hash must match.
-        """
+        """Load a prior written by :meth:`save` (weights cast to float32) from ``prefix``, the path
+        without ``-{vae,unet}.safetensors``, or a folder holding exactly one such pair. With
+        ``expect_hash`` the stored config hash must match."""
         from safetensors import SafetensorError, safe_open
 
         prefix = _resolve_prefix(Path(prefix))
@@ -443,8 +429,8 @@ class TinyLatentDiffusion(Prior):
         vae, unet = build_vae(config, vae_info["scaling_factor"]), build_unet(config)
         vae.load_state_dict(states[0])
         unet.load_state_dict(states[1])
-        record = Path(f"{prefix}.json")
-        record = json.loads(record.read_text()) if record.is_file() else {}
+        json_path = Path(f"{prefix}.json")
+        record = json.loads(json_path.read_text()) if json_path.is_file() else {}
         return cls(config, vae, unet, clip_range=vae_info["clip_range"], record=record)
 
 

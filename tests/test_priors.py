@@ -251,8 +251,10 @@ def test_train_resume_is_exact(toy_training, tmp_path, monkeypatch):
     assert names == sorted(f"{TOY.stem}{s}" for s in ("-vae.safetensors", "-unet.safetensors", ".json"))
     record = json.loads(full.files[-1].read_text())
     assert record["config_hash"] == TOY.hash() and record["steps"] == {"vae": 8, "unet": 8}
-    again = _train_toy(full.files[0].parent.parent)  # cached: no training
+    again = _train_toy(full.files[0].parent.parent, out=f"{tmp_path / 'copy'}/")  # cached
     assert again.seconds == 0.0
+    assert [p.parent for p in again.files] == [tmp_path / "copy"] * 3
+    assert sorted(p.name for p in again.files) == names
 
     # crash in VAE step 5 (resumes from the checkpoint of step 3), Ctrl-C in UNet step 5
     _interrupt_at(monkeypatch, 6, RuntimeError("crash"))

@@ -70,18 +70,15 @@ class Prior(abc.ABC):
     def check_compatible(self, data) -> None:
         """Raise ValueError if this prior cannot encode and decode ``data`` (an ImageSet)."""
         if self.dataset is not None and data.name != self.dataset:
-            raise ValueError(
-                f"prior {self.id!r} was trained on {self.dataset!r} but the data is {data.name!r}; "
-                f"train a prior for it with `pqlib train-prior --dataset {data.name}` or use "
-                f"PixelPrior / StableDiffusionPrior")
+            raise ValueError(f"prior {self.id!r} was trained on {self.dataset!r} but the data is "
+                             f"{data.name!r}; train a prior for it with `pqlib train-prior "
+                             f"--dataset {data.name}` or use PixelPrior / StableDiffusionPrior")
         if tuple(data.image_shape) != tuple(self.image_shape):
-            raise ValueError(
-                f"prior {self.id!r} takes images {tuple(self.image_shape)} but {data.name!r} has "
-                f"images {tuple(data.image_shape)}")
+            raise ValueError(f"prior {self.id!r} takes images {tuple(self.image_shape)} but "
+                             f"{data.name!r} has images {tuple(data.image_shape)}")
         if self.num_classes is not None and data.num_classes != self.num_classes:
-            raise ValueError(
-                f"prior {self.id!r} knows {self.num_classes} classes but {data.name!r} has "
-                f"{data.num_classes}")
+            raise ValueError(f"prior {self.id!r} knows {self.num_classes} classes but "
+                             f"{data.name!r} has {data.num_classes}")
 
     @abc.abstractmethod
     def encode(self, images: torch.Tensor, *, sample: bool = False, seed: int = 0,
@@ -112,8 +109,6 @@ class Prior(abc.ABC):
         return self.decode(zeros, labels, strength=1.0, steps=steps, guidance=guidance, seed=seed,
                            batch_size=batch_size, progress=progress)
 
-
-# ------------------------------------------------------------------------------- checks
 
 #: the argument constraints every ``encode`` / ``decode`` implementation is decorated with
 checked_encode = checked(batch_size=Int(1))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from pqlib.checks import CorruptFile, InvalidParameter
 from pqlib.data import ImageSet
 from pqlib.priors import (
     PixelPrior,
@@ -16,7 +19,6 @@ from pqlib.priors import (
     load_prior,
     train_prior,
 )
-from pqlib.priors import training as training_mod
 
 SMALL = TinyConfig(vae_channels=(8, 16, 16), vae_norm_groups=4, unet_channels=(16, 32),
                    unet_norm_groups=8, unet_layers_per_block=1)
@@ -94,7 +96,7 @@ def test_bad_labels(tiny, batch, labels, match):
 
 @pytest.mark.parametrize("strength", [-0.1, 1.5])
 def test_bad_strength(tiny, strength):
-    with pytest.raises(ValueError, match=rf"strength.*\[0, 1\].*{strength}"):
+    with pytest.raises(ValueError, match=rf"strength={strength}.*\[0, 1\]"):
         tiny.decode(torch.zeros(1, 4, 8, 8), [0], strength=strength, progress=False)
 
 
@@ -117,6 +119,19 @@ def test_bad_values_and_latents(tiny):
         tiny.decode(torch.zeros(1, 4, 4, 4), [0])
     with pytest.raises(ValueError, match="steps"):
         tiny.decode(torch.zeros(1, 4, 8, 8), [0], steps=0)
+
+
+def test_argument_errors_name_the_value(tiny, tmp_path):
+    with pytest.raises(InvalidParameter, match="batch_size=0 should be an integer >= 1"):
+        tiny.encode(torch.rand(1, 1, 28, 28), batch_size=0)
+    with pytest.raises(InvalidParameter, match="guidance=nan"):
+        tiny.decode(torch.zeros(1, 4, 8, 8), [0], guidance=float("nan"))
+    with pytest.raises(InvalidParameter, match="StableDiffusionPrior: strength=2 "):
+        StableDiffusionPrior(tmp_path / "no-such-model", strength=2)  # before any loading
+    (tmp_path / "p-vae.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "p-unet.safetensors").write_bytes(b"")
+    with pytest.raises(CorruptFile, match=r"p-vae\.safetensors is not a readable pqlib prior"):
+        TinyLatentDiffusion.load(tmp_path / "p")
 
 
 def test_save_load_roundtrip(tiny, batch, tmp_path):
@@ -159,38 +174,103 @@ TOY = TinyConfig(dataset="toy", image_shape=(1, 8, 8), num_classes=2, classes=("
                  unet_norm_groups=4, unet_layers_per_block=1, vae_epochs=2, vae_batch_size=16,
                  unet_epochs=2, unet_batch_size=16, unet_lr=2e-3, warmup_steps=2)
 
+TRAINED = Path(__file__).parent / "data" / "prior_training.safetensors"
 
-def test_train_resume_is_exact(tmp_path, monkeypatch):
-    data = _toy_data()
-    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path / "a"))
-    full = train_prior(data, config=TOY, progress=False, checkpoint_every=3)
+
+def _train_toy(cache: Path, **kwargs):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PQLIB_CACHE", str(cache))
+        return train_prior(_toy_data(), config=TOY, progress=False, checkpoint_every=3, **kwargs)
+
+
+def _interrupt_at(monkeypatch, call: int, error: BaseException) -> None:
+    """Raise ``error`` inside the ``call``-th optimiser step from now (Ctrl-C, a crash)."""
+    real, count = torch.optim.AdamW.step, iter(range(1, 10**9))
+
+    def step(self, *args, **kwargs):
+        if next(count) == call:
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+
+
+def _weights(prior) -> dict[str, torch.Tensor]:
+    return {f"{part}.{k}": v.half() for part in ("vae", "unet")
+            for k, v in getattr(prior, part).state_dict().items()}
+
+
+def _machine() -> str:
+    from pqlib.provenance import machine
+
+    return json.dumps({"cpu": machine()["cpu"], "torch": torch.__version__,
+                       "threads": torch.get_num_threads()})
+
+
+@pytest.fixture(scope="module")
+def toy_training(tmp_path_factory):
+    return _train_toy(tmp_path_factory.mktemp("toy"))
+
+
+def test_train_gives_the_recorded_weights(toy_training):
+    """Same seed, same prior: weights and losses recorded from the code before its refactor.
+
+    Bit-identical on the machine kind they were recorded on (CPU model, torch version,
+    threads), within float tolerance elsewhere. Re-record only when a change of results is
+    intended: ``python tests/test_priors.py --record``.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(TRAINED), "pt") as f:
+        meta = f.metadata()
+    expected, got = load_file(str(TRAINED)), _weights(toy_training.prior)
+    exact = meta["machine"] == _machine()
+    assert got.keys() == expected.keys()
+    for key, value in got.items():
+        if exact:
+            assert torch.equal(value, expected[key]), f"{key} differs from the recorded training"
+        else:
+            torch.testing.assert_close(value, expected[key], atol=5e-3, rtol=0, msg=key)
+    record = toy_training.record
+    losses = json.loads(meta["losses"])
+    assert [row[:2] for row in record["losses"]] == [row[:2] for row in losses]
+    if exact:
+        assert record["losses"] == losses
+    else:
+        values = [torch.tensor([x for row in rows for x in row[2:]]) for rows in (record["losses"], losses)]
+        torch.testing.assert_close(*values, atol=1e-3, rtol=0)
+    assert record["scaling_factor"] == pytest.approx(float(meta["scaling_factor"]),
+                                                     abs=0 if exact else 1e-4)
+
+
+def test_train_resume_is_exact(toy_training, tmp_path, monkeypatch):
+    full = toy_training
     assert full.config_hash == TOY.hash() and full.seconds > 0
     names = sorted(p.name for p in full.files)
     assert names == sorted(f"{TOY.stem}{s}" for s in ("-vae.safetensors", "-unet.safetensors", ".json"))
-    record = json.loads((tmp_path / "a" / "priors" / f"{TOY.stem}.json").read_text())
+    record = json.loads(full.files[-1].read_text())
     assert record["config_hash"] == TOY.hash() and record["steps"] == {"vae": 8, "unet": 8}
-    again = train_prior(data, config=TOY, progress=False)  # cached: no training
+    again = _train_toy(full.files[0].parent.parent, out=f"{tmp_path / 'copy'}/")  # cached
     assert again.seconds == 0.0
+    assert [p.parent for p in again.files] == [tmp_path / "copy"] * 3
+    assert sorted(p.name for p in again.files) == names
 
-    # interrupt the UNet phase after 5 steps, then resume: identical weights
-    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path / "b"))
-    real_lr = training_mod._lr
-
-    def interrupting_lr(step, total, base, warmup):
-        if base == TOY.unet_lr and step == 5:
-            raise KeyboardInterrupt
-        return real_lr(step, total, base, warmup)
-
-    monkeypatch.setattr(training_mod, "_lr", interrupting_lr)
+    # crash in VAE step 5 (resumes from the checkpoint of step 3), Ctrl-C in UNet step 5
+    _interrupt_at(monkeypatch, 6, RuntimeError("crash"))
+    with pytest.raises(RuntimeError, match="crash"):
+        _train_toy(tmp_path)
+    assert (tmp_path / "priors" / TOY.hash() / "checkpoint.pt").is_file()
+    _interrupt_at(monkeypatch, 8 - 3 + 6, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        train_prior(data, config=TOY, progress=False, checkpoint_every=3)
-    assert (tmp_path / "b" / "priors" / TOY.hash() / "checkpoint.pt").is_file()
-    monkeypatch.setattr(training_mod, "_lr", real_lr)
-    resumed = train_prior(data, config=TOY, progress=False, checkpoint_every=3)
-    assert resumed.record["sessions"] == 2
-    for a, b in zip(full.prior.unet.state_dict().values(), resumed.prior.unet.state_dict().values()):
+        _train_toy(tmp_path)
+    monkeypatch.undo()
+    resumed = _train_toy(tmp_path)
+    assert resumed.record["sessions"] == 3
+    for a, b in zip(_weights(full.prior).values(), _weights(resumed.prior).values()):
         assert torch.equal(a, b)
-    assert not (tmp_path / "b" / "priors" / TOY.hash()).exists()  # checkpoint cleaned up
+    assert resumed.record["losses"] == full.record["losses"]
+    assert not (tmp_path / "priors" / TOY.hash()).exists()  # checkpoint cleaned up
 
 
 def test_train_config_errors():
@@ -351,3 +431,17 @@ def test_shipped_mnist_prior_quality(mnist_prior):
     means = torch.stack([z[train.labels[idx] == c].mean(0) for c in range(10)])
     edited = prior.decode(means[classes], classes, strength=0.7, seed=0, progress=False)
     assert agree(edited, classes) >= 90.0
+
+
+if __name__ == "__main__" and "--record" in sys.argv:
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = _train_toy(Path(tmp))
+    save_file(_weights(result.prior), str(TRAINED),
+              metadata={"machine": _machine(), "losses": json.dumps(result.record["losses"]),
+                        "scaling_factor": repr(result.record["scaling_factor"])})
+    print(result.record["losses"])

@@ -59,15 +59,11 @@ def load_prior(dataset: str = "mnist", *, path: str | Path | None = None,
     if path is not None:
         return TinyLatentDiffusion.load(path)
     cfg = config or default_config(dataset)
-    stem = cfg.stem
-    looked = []
-    for folder in (WEIGHTS_DIR, cache_dir("priors")):
-        prefix = folder / stem
-        looked.append(str(folder))
-        if (folder / f"{stem}-vae.safetensors").is_file() or (folder / f"{stem}-unet.safetensors").is_file():
-            return TinyLatentDiffusion.load(prefix, expect_hash=cfg.hash())
+    folders = (WEIGHTS_DIR, cache_dir("priors"))
+    for folder in folders:
+        if any(folder.glob(f"{cfg.stem}-*.safetensors")):
+            return TinyLatentDiffusion.load(folder / cfg.stem, expect_hash=cfg.hash())
     raise FileNotFoundError(
-        f"no trained prior for {dataset!r} (config hash {cfg.hash()}, files {stem}-*.safetensors) "
-        f"in {' or '.join(looked)}; train it with `pqlib train-prior --dataset {dataset}` "
-        f"(about 40 min on 2 CPU cores for MNIST)"
-    )
+        f"no trained prior for {dataset!r} (config hash {cfg.hash()}, files "
+        f"{cfg.stem}-*.safetensors) in {' or '.join(map(str, folders))}; train it with "
+        f"`pqlib train-prior --dataset {dataset}` (about 40 min on 2 CPU cores for MNIST)")

@@ -15,8 +15,9 @@ Conventions (every prior)
   ``batch_size``) gives bit-identical output on the same machine. The noise itself does not
   depend on ``batch_size``, but a different batch size can change the last bits of the
   network outputs (about 1e-6);
-* invalid input raises :class:`ValueError` naming the parameter and echoing its value, before
-  any work is done.
+* invalid input raises, before any work is done, :class:`~pqlib.checks.InvalidParameter`
+  (a bad argument) or :class:`~pqlib.checks.InvalidData` (a bad tensor) — both ValueErrors —
+  naming the parameter and echoing its value.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from collections.abc import Sequence
 import torch
 
 from ..cache import config_hash
+from ..checks import Int, InvalidData, InvalidParameter, Optional, Real, check_finite, checked
 
-__all__ = ["Prior", "check_images", "check_labels", "check_strength", "check_latents",
-           "check_batch_size", "image_generators"]
+__all__ = ["Prior", "check_images", "check_labels", "check_latents", "checked_encode",
+           "checked_decode", "image_generators"]
 
 
 class Prior(abc.ABC):
@@ -68,21 +70,15 @@ class Prior(abc.ABC):
     def check_compatible(self, data) -> None:
         """Raise ValueError if this prior cannot encode and decode ``data`` (an ImageSet)."""
         if self.dataset is not None and data.name != self.dataset:
-            raise ValueError(
-                f"prior {self.id!r} was trained on {self.dataset!r} but the data is {data.name!r}; "
-                f"train a prior for it with `pqlib train-prior --dataset {data.name}` or use "
-                f"PixelPrior / StableDiffusionPrior"
-            )
+            raise ValueError(f"prior {self.id!r} was trained on {self.dataset!r} but the data is "
+                             f"{data.name!r}; train a prior for it with `pqlib train-prior "
+                             f"--dataset {data.name}` or use PixelPrior / StableDiffusionPrior")
         if tuple(data.image_shape) != tuple(self.image_shape):
-            raise ValueError(
-                f"prior {self.id!r} takes images {tuple(self.image_shape)} but {data.name!r} has "
-                f"images {tuple(data.image_shape)}"
-            )
+            raise ValueError(f"prior {self.id!r} takes images {tuple(self.image_shape)} but "
+                             f"{data.name!r} has images {tuple(data.image_shape)}")
         if self.num_classes is not None and data.num_classes != self.num_classes:
-            raise ValueError(
-                f"prior {self.id!r} knows {self.num_classes} classes but {data.name!r} has "
-                f"{data.num_classes}"
-            )
+            raise ValueError(f"prior {self.id!r} knows {self.num_classes} classes but "
+                             f"{data.name!r} has {data.num_classes}")
 
     @abc.abstractmethod
     def encode(self, images: torch.Tensor, *, sample: bool = False, seed: int = 0,
@@ -114,82 +110,65 @@ class Prior(abc.ABC):
                            batch_size=batch_size, progress=progress)
 
 
-# ------------------------------------------------------------------------------- checks
+#: the argument constraints every ``encode`` / ``decode`` implementation is decorated with
+checked_encode = checked(batch_size=Int(1))
+checked_decode = checked(strength=Real(0, 1), steps=Int(1), guidance=Real() | Optional,
+                         batch_size=Int(1))
+
+
+def check_latents(latents, latent_shape: Sequence[int], *, name: str = "latents",
+                  fix: str = "encode them with this prior") -> torch.Tensor:
+    """Validate ``latents`` as finite ``(N, *latent_shape)``; return float32 on the CPU.
+
+    Raises :class:`~pqlib.checks.InvalidData` naming the shape found and the one expected.
+    """
+    c, h, w = latent_shape
+    expected = f"(N, {c}, {h}, {w})"
+    if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
+        got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+        raise InvalidData(f"{name} must be a torch.Tensor of shape {expected}, got {got}")
+    shape = tuple(latents.shape)
+    if shape[1] != c:
+        raise InvalidData(f"{name} has {shape[1]} channels but this prior takes {c} "
+                          f"(shape {shape}, expected {expected})")
+    if shape[2:] != (h, w):
+        raise InvalidData(f"{name} are {shape[2]}×{shape[3]} but this prior takes {h}×{w} "
+                          f"(shape {shape}, expected {expected}); {fix}")
+    latents = latents.detach().to("cpu", torch.float32)
+    check_finite(latents, name)
+    return latents
 
 
 def check_images(images, image_shape: Sequence[int], *, name: str = "images") -> torch.Tensor:
     """Validate ``images`` as ``(N, *image_shape)`` finite values in [0, 1]; return float32."""
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"`{name}` must be a torch.Tensor of shape (N, {', '.join(map(str, image_shape))}), "
-                         f"got {type(images).__name__}")
-    c, h, w = image_shape
-    if images.ndim != 4:
-        raise ValueError(f"`{name}` must have shape (N, {c}, {h}, {w}), got {tuple(images.shape)}")
-    if images.shape[1] != c:
-        raise ValueError(f"`{name}` has {images.shape[1]} channels but this prior takes {c} "
-                         f"(shape {tuple(images.shape)}, expected (N, {c}, {h}, {w}))")
-    if tuple(images.shape[2:]) != (h, w):
-        raise ValueError(f"`{name}` are {images.shape[2]}×{images.shape[3]} but this prior takes "
-                         f"{h}×{w} (shape {tuple(images.shape)}); resize them first")
-    images = images.detach().to("cpu", torch.float32)
-    if images.numel() and not torch.isfinite(images).all():
-        raise ValueError(f"`{name}` contain NaN or inf values")
+    images = check_latents(images, image_shape, name=name, fix="resize them first")
     if images.numel() and (images.min() < -1e-4 or images.max() > 1 + 1e-4):
-        raise ValueError(f"`{name}` must be in [0, 1], got values in [{images.min():.3g}, "
-                         f"{images.max():.3g}]; clamp or rescale them")
+        raise InvalidData(f"{name} must be in [0, 1], got values in [{images.min():.3g}, "
+                          f"{images.max():.3g}]; clamp or rescale them")
     return images
-
-
-def check_latents(latents, latent_shape: Sequence[int]) -> torch.Tensor:
-    """Validate ``latents`` as finite ``(N, *latent_shape)``; return float32 on the CPU."""
-    if not isinstance(latents, torch.Tensor):
-        raise ValueError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}")
-    if latents.ndim != 4 or tuple(latents.shape[1:]) != tuple(latent_shape):
-        raise ValueError(f"`latents` must have shape (N, {', '.join(map(str, latent_shape))}), "
-                         f"got {tuple(latents.shape)}")
-    latents = latents.detach().to("cpu", torch.float32)
-    if latents.numel() and not torch.isfinite(latents).all():
-        raise ValueError("`latents` contain NaN or inf values")
-    return latents
 
 
 def check_labels(labels, n: int | None, num_classes: int | None) -> torch.Tensor:
     """Validate class indices: an int (broadcast to ``n``) or ``(n,)`` ints in ``[0, num_classes)``."""
     if isinstance(labels, int) and not isinstance(labels, bool):
         if n is None:
-            raise ValueError(f"`labels`={labels} is a single class; pass one label per image")
+            raise InvalidParameter(f"labels={labels} is a single class; pass one label per image")
         labels = torch.full((n,), labels, dtype=torch.int64)
     labels = torch.as_tensor(labels)
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
-        raise ValueError(f"`labels` must be a 1-D tensor of integer class indices, got dtype "
-                         f"{labels.dtype} and shape {tuple(labels.shape)}")
+        raise InvalidData(f"labels must be a 1-D tensor of integer class indices, got dtype "
+                          f"{labels.dtype} and shape {tuple(labels.shape)}")
     labels = labels.to("cpu", torch.int64)
     if n is not None and len(labels) != n:
-        raise ValueError(f"`labels` has {len(labels)} entries but `latents` has {n}; pass one "
-                         f"label per latent")
-    if num_classes is None:
-        if len(labels) and labels.min() < 0:
-            raise ValueError(f"`labels` must be non-negative class indices, got {int(labels.min())}")
-        return labels
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        bad = labels[(labels < 0) | (labels >= num_classes)].unique().tolist()[:5]
-        raise ValueError(f"`labels` must be in [0, {num_classes}) (the prior's classes), got {bad}")
+        raise InvalidData(f"labels has {len(labels)} entries but latents has {n}; pass one "
+                          f"label per latent")
+    high = num_classes if num_classes is not None else math.inf
+    bad = labels[(labels < 0) | (labels >= high)]
+    if len(bad):
+        where = "non-negative class indices" if num_classes is None else (
+            f"in [0, {num_classes}) (the prior's classes)")
+        raise InvalidData(f"labels must be {where}, got {bad.unique().tolist()[:5]}")
     return labels
-
-
-def check_strength(strength, steps, guidance) -> None:
-    """Validate the img2img knobs: strength in [0, 1], steps >= 1, guidance finite."""
-    if not isinstance(strength, (int, float)) or not 0.0 <= float(strength) <= 1.0:
-        raise ValueError(f"`strength` must be in [0, 1], got {strength!r}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"`steps` must be a positive int, got {steps!r}")
-    if guidance is not None and (not isinstance(guidance, (int, float)) or not math.isfinite(guidance)):
-        raise ValueError(f"`guidance` must be a finite number or None, got {guidance!r}")
-
-
-def check_batch_size(batch_size) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
 
 
 def image_generators(seed: int, n: int, device="cpu") -> list[torch.Generator]:

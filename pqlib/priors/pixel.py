@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import Prior, check_batch_size, check_images, check_labels, check_latents, check_strength
+from .base import Prior, check_images, check_labels, check_latents, checked_decode, checked_encode
 
 __all__ = ["PixelPrior"]
 
@@ -34,18 +34,17 @@ class PixelPrior(Prior):
         self.dataset = None
         self.config = {"image_shape": list(self.image_shape), "num_classes": num_classes}
 
+    @checked_encode
     def encode(self, images: torch.Tensor, *, sample: bool = False, seed: int = 0,
                batch_size: int = 256, progress: bool = True) -> torch.Tensor:
         """Return a float32 copy of ``images`` (N, C, H, W) in [0, 1]."""
-        check_batch_size(batch_size)
         return check_images(images, self.image_shape).clone()
 
+    @checked_decode
     def decode(self, latents: torch.Tensor, labels, *, strength: float = 0.7, steps: int = 50,
                guidance: float | None = None, seed: int = 0, batch_size: int = 256,
                progress: bool = True) -> torch.Tensor:
         """Return ``latents`` clamped to [0, 1] (the img2img knobs are checked, then ignored)."""
-        check_strength(strength, steps, guidance)
-        check_batch_size(batch_size)
         latents = check_latents(latents, self.latent_shape)
         check_labels(labels, len(latents), self.num_classes)
         return latents.clamp(0, 1)

@@ -23,22 +23,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .base import (
-    Prior,
-    check_batch_size,
-    check_images,
-    check_labels,
-    check_latents,
-    check_strength,
-    image_generators,
-)
+from ..checks import Int, InvalidParameter, Optional, Real, check, checked
+from .base import Prior, check_images, check_labels, check_latents, checked_encode, image_generators
 
 __all__ = ["StableDiffusionPrior", "check_model_dir", "D4M_NEGATIVE_PROMPT"]
 
 D4M_NEGATIVE_PROMPT = "cartoon, anime, painting"
-
-_WEIGHTS = ("*.safetensors", "*.bin")
-
 
 def check_model_dir(model_dir: str | Path, *, need_text: bool = True) -> Path:
     """Check that ``model_dir`` holds a Stable Diffusion pipeline in the diffusers layout.
@@ -53,32 +43,25 @@ def check_model_dir(model_dir: str | Path, *, need_text: bool = True) -> Path:
         raise FileNotFoundError(
             f"Stable Diffusion model directory {str(path)!r} does not exist; download a diffusers-"
             f"format model (e.g. stable-diffusion-v1-5) on a machine with network access and pass "
-            f"its local path (pqlib never downloads weights)"
-        )
-    missing = []
-    if not (path / "model_index.json").is_file():
-        missing.append("model_index.json")
-    parts = {"vae": "config.json", "unet": "config.json", "scheduler": "scheduler_config.json"}
+            f"its local path (pqlib never downloads weights)")
+    missing = [] if (path / "model_index.json").is_file() else ["model_index.json"]
+    weights = ("*.safetensors", "*.bin")
+    needed = {"vae": ("config.json", weights), "unet": ("config.json", weights),
+              "scheduler": ("scheduler_config.json",)}
     if need_text:
-        parts.update(text_encoder="config.json", tokenizer=None)
-    for sub, cfg in parts.items():
-        folder = path / sub
-        if not folder.is_dir():
+        needed.update(text_encoder=("config.json", weights), tokenizer=("*",))
+    for sub, wanted in needed.items():
+        if not (path / sub).is_dir():
             missing.append(f"{sub}/")
             continue
-        if cfg and not (folder / cfg).is_file():
-            missing.append(f"{sub}/{cfg}")
-        if sub in ("vae", "unet", "text_encoder") and not any(
-            f for pattern in _WEIGHTS for f in folder.glob(pattern)
-        ):
-            missing.append(f"{sub}/ weights (*.safetensors or *.bin)")
-        if sub == "tokenizer" and not any(folder.iterdir()):
-            missing.append("tokenizer/ files")
+        for want in wanted:
+            patterns = (want,) if isinstance(want, str) else want
+            if not any(any((path / sub).glob(p)) for p in patterns):
+                missing.append(f"{sub}/{' or '.join(patterns)}")
     if missing:
         raise FileNotFoundError(
             f"Stable Diffusion model directory {str(path)!r} is incomplete: missing "
-            f"{', '.join(missing)}; it must be in the diffusers layout (pipeline.save_pretrained)"
-        )
+            f"{', '.join(missing)}; it must be in the diffusers layout (pipeline.save_pretrained)")
     return path
 
 
@@ -114,61 +97,59 @@ class StableDiffusionPrior(Prior):
 
     name = "stable-diffusion"
 
-    def __init__(self, model_dir: str | Path, *, device=None, dtype=None,
-                 class_names: Sequence[str] | None = None, strength: float = 0.7,
-                 guidance: float = 8.0, steps: int = 50,
-                 negative_prompt: str | None = D4M_NEGATIVE_PROMPT,
-                 prompt_template: str = "{name}",
-                 embed: Callable[[list[str]], torch.Tensor] | None = None,
-                 resolution: int | None = None):
-        from diffusers import StableDiffusionImg2ImgPipeline
-
-        check_strength(strength, steps, guidance)
-        path = check_model_dir(model_dir, need_text=embed is None)
+    def __init__(self, model_dir: str | Path, *, device=None, dtype=None, **settings):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        extra = {} if embed is None else {"text_encoder": None, "tokenizer": None}
-        pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-            str(path), local_files_only=True, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False, torch_dtype=dtype, **extra,
-        )
-        self._setup(pipe.to(device), source=str(path), class_names=class_names, strength=strength,
-                    guidance=guidance, steps=steps, negative_prompt=negative_prompt,
-                    prompt_template=prompt_template, embed=embed, resolution=resolution)
+
+        def open_pipeline(need_text: bool):
+            from diffusers import StableDiffusionImg2ImgPipeline
+
+            path = check_model_dir(model_dir, need_text=need_text)
+            pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
+                str(path), local_files_only=True, safety_checker=None, feature_extractor=None,
+                requires_safety_checker=False, torch_dtype=dtype,
+                **({} if need_text else {"text_encoder": None, "tokenizer": None}))
+            return pipe.to(device), str(path)
+
+        self._setup(open_pipeline, **settings)
 
     @classmethod
-    def from_pipeline(cls, pipeline, *, source: str = "components", **kwargs) -> StableDiffusionPrior:
-        """Wrap a built ``StableDiffusionImg2ImgPipeline`` (same keyword arguments as the constructor)."""
+    def from_pipeline(cls, pipeline, *, source: str = "components",
+                      **settings) -> StableDiffusionPrior:
+        """Wrap a built ``StableDiffusionImg2ImgPipeline`` (same settings as the constructor)."""
         self = cls.__new__(cls)
-        check_strength(kwargs.get("strength", 0.7), kwargs.get("steps", 50), kwargs.get("guidance", 8.0))
-        self._setup(pipeline, source=source, **kwargs)
+        self._setup(lambda need_text: (pipeline, source), **settings)
         return self
 
-    def _setup(self, pipe, *, source: str, class_names=None, strength: float = 0.7,
-               guidance: float = 8.0, steps: int = 50,
+    def _setup(self, open_pipeline, *, class_names: Sequence[str] | None = None,
+               strength: float = 0.7, guidance: float = 8.0, steps: int = 50,
                negative_prompt: str | None = D4M_NEGATIVE_PROMPT, prompt_template: str = "{name}",
-               embed=None, resolution: int | None = None) -> None:
-        if embed is None and (pipe.tokenizer is None or pipe.text_encoder is None):
-            raise ValueError("the pipeline has no tokenizer/text_encoder; pass embed=callable(prompts)")
+               embed: Callable[[list[str]], torch.Tensor] | None = None,
+               resolution: int | None = None) -> None:
+        """Check the settings, then ``open_pipeline(need_text) -> (pipeline, source)`` and wrap it."""
+        for name, value, constraint in (("strength", strength, Real(0, 1)), ("steps", steps, Int(1)),
+                                        ("guidance", guidance, Real()),
+                                        ("resolution", resolution, Int(1) | Optional)):
+            check(name, value, constraint, where="StableDiffusionPrior")
         if "{name}" not in prompt_template:
-            raise ValueError(f"prompt_template={prompt_template!r} must contain '{{name}}'")
-        pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe
-        self.vae = pipe.vae
-        self.device, self.dtype = pipe.vae.device, pipe.vae.dtype
-        self.strength, self.default_guidance, self.steps = float(strength), float(guidance), int(steps)
-        self.negative_prompt = negative_prompt
-        self.prompt_template = prompt_template
-        self._embed = embed
-        self._cache: dict[str, torch.Tensor] = {}
+            raise InvalidParameter(f"prompt_template={prompt_template!r} must contain '{{name}}'")
+        pipe, source = open_pipeline(embed is None)
+        if embed is None and (pipe.tokenizer is None or pipe.text_encoder is None):
+            raise InvalidParameter("the pipeline has no tokenizer/text_encoder; pass "
+                                   "embed=callable(prompts)")
         factor = pipe.vae_scale_factor
         side = resolution or pipe.unet.config.sample_size * factor
         if side % factor:
-            raise ValueError(f"resolution={side} must be a multiple of the VAE factor {factor}")
-        self.image_shape = (pipe.vae.config.in_channels, side, side)
-        self.latent_shape = (pipe.vae.config.latent_channels, side // factor, side // factor)
+            raise InvalidParameter(f"resolution={side} must be a multiple of the VAE factor {factor}")
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe, self.vae, self.device, self.dtype = pipe, pipe.vae, pipe.vae.device, pipe.vae.dtype
+        self.strength, self.default_guidance, self.steps = float(strength), float(guidance), int(steps)
+        self.negative_prompt, self.prompt_template = negative_prompt, prompt_template
         self.class_names = tuple(class_names) if class_names is not None else None
         self.num_classes = len(self.class_names) if self.class_names is not None else None
+        self._embed, self._cache = embed, {}
+        self.image_shape = (pipe.vae.config.in_channels, side, side)
+        self.latent_shape = (pipe.vae.config.latent_channels, side // factor, side // factor)
         self.dataset = None
         self.config = {"source": source, "resolution": side, "strength": self.strength,
                        "guidance": self.default_guidance, "steps": self.steps,
@@ -204,6 +185,7 @@ class StableDiffusionPrior(Prior):
                 self._cache[p] = e.to(self.device, self.dtype)
         return torch.stack([self._cache[p] for p in prompts])
 
+    @checked_encode
     @torch.no_grad()
     def encode(self, images: torch.Tensor, *, sample: bool = False, seed: int = 0,
                batch_size: int = 8, progress: bool = True) -> torch.Tensor:
@@ -213,7 +195,6 @@ class StableDiffusionPrior(Prior):
         float32 on the CPU.
         """
         images = check_images(images, self.image_shape)
-        check_batch_size(batch_size)
         n = len(images)
         gens = image_generators(seed, n) if sample else None
         out = torch.empty((n, *self.latent_shape))
@@ -224,6 +205,8 @@ class StableDiffusionPrior(Prior):
             out[i : i + batch_size] = (z * self.scaling_factor).float().cpu()
         return out
 
+    @checked(strength=Real(0, 1) | Optional, steps=Int(1) | Optional, guidance=Real() | Optional,
+             batch_size=Int(1))
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, labels, *, strength: float | None = None,
                steps: int | None = None, guidance: float | None = None, seed: int = 0,
@@ -245,8 +228,6 @@ class StableDiffusionPrior(Prior):
         """
         strength = self.strength if strength is None else strength
         steps = self.steps if steps is None else steps
-        check_strength(strength, steps, guidance)
-        check_batch_size(batch_size)
         latents = check_latents(latents, self.latent_shape)
         labels = check_labels(labels, len(latents), self.num_classes)
         guidance = self.default_guidance if guidance is None else float(guidance)
@@ -255,24 +236,18 @@ class StableDiffusionPrior(Prior):
         gens = image_generators(seed, n)
         denoise = min(int(steps * strength), steps) > 0
         prompts = self.prompts(labels) if denoise else None
-        neg = None
-        if denoise and guidance > 1:
-            neg_text = self.negative_prompt or ""
-            neg = self.embed([neg_text])
+        neg = self.embed([self.negative_prompt or ""]) if denoise and guidance > 1 else None
         for i in tqdm(range(0, n, batch_size), desc=f"decode s={strength:g}", disable=not progress):
             z = latents[i : i + batch_size].to(self.device, self.dtype)
             if not denoise:
-                x = self.vae.decode(z / self.scaling_factor).sample
-                out[i : i + batch_size] = ((x.float().cpu() + 1) / 2).clamp(0, 1)
-                continue
-            if strength >= 1.0:
-                z = torch.zeros_like(z)
-            pe = self.embed(prompts[i : i + batch_size])
-            x = self.pipe(
-                prompt_embeds=pe,
-                negative_prompt_embeds=None if neg is None else neg.expand(len(z), -1, -1),
-                image=z, strength=float(strength), guidance_scale=guidance,
-                num_inference_steps=steps, generator=gens[i : i + batch_size], output_type="pt",
-            ).images
+                x = (self.vae.decode(z / self.scaling_factor).sample.float().cpu() + 1) / 2
+            else:
+                x = self.pipe(
+                    prompt_embeds=self.embed(prompts[i : i + batch_size]),
+                    negative_prompt_embeds=None if neg is None else neg.expand(len(z), -1, -1),
+                    image=torch.zeros_like(z) if strength >= 1.0 else z, strength=float(strength),
+                    guidance_scale=guidance, num_inference_steps=steps,
+                    generator=gens[i : i + batch_size], output_type="pt",
+                ).images
             out[i : i + batch_size] = x.float().cpu().clamp(0, 1)
         return out

@@ -13,8 +13,8 @@ Components (all stock diffusers classes, nothing patched):
   training): with the cosine schedule √ᾱ(T−1) ≈ 5e-5, so the unclipped ε→x₀ conversion at the
   first step of a strength-1 run would amplify ε errors ~10⁴-fold.
 
-Latents are the VAE posterior (mean by default) multiplied by ``scaling_factor`` = 1/std of
-the training latents, so they have unit variance, as in Stable Diffusion.
+Latents are the VAE posterior (mean by default) times ``scaling_factor`` = 1/std of the
+training latents (unit variance, as in Stable Diffusion).
 """
 
 from __future__ import annotations
@@ -28,15 +28,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..cache import config_hash
-from .base import (
-    Prior,
-    check_batch_size,
-    check_images,
-    check_labels,
-    check_latents,
-    check_strength,
-)
+from ..cache import atomic_write, config_hash
+from ..checks import CorruptFile, InvalidParameter, OneOf, check
+from .base import Prior, check_images, check_labels, check_latents, checked_decode, checked_encode
 
 __all__ = ["TinyConfig", "TinyLatentDiffusion", "default_config", "PRIOR_RECIPE"]
 
@@ -105,20 +99,19 @@ class TinyConfig:
         levels = len(self.vae_channels) - 1
         c, h, w = self.image_shape
         if self.pad_to < max(h, w) or self.pad_to % (2 ** levels):
-            raise ValueError(
-                f"pad_to={self.pad_to} must be >= the image size {h}×{w} and divisible by "
-                f"2**{levels} (the VAE downsamples {levels} times)"
-            )
+            raise InvalidParameter(f"pad_to={self.pad_to} must be >= the image size {h}×{w} and "
+                                   f"divisible by 2**{levels} (the VAE downsamples {levels} times)")
         latent = self.pad_to // 2 ** levels
         if latent % 2 ** (len(self.unet_channels) - 1):
-            raise ValueError(f"latent size {latent} is not divisible by 2**{len(self.unet_channels) - 1} "
-                             f"(unet_channels={self.unet_channels}); change pad_to or unet_channels")
+            raise InvalidParameter(f"latent size {latent} is not divisible by "
+                                   f"2**{len(self.unet_channels) - 1} (unet_channels="
+                                   f"{self.unet_channels}); change pad_to or unet_channels")
         if len(self.classes) != self.num_classes:
-            raise ValueError(f"classes has {len(self.classes)} names but num_classes={self.num_classes}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision={self.precision!r} is not one of 'auto', 'bf16', 'fp32'")
+            raise InvalidParameter(f"classes has {len(self.classes)} names but "
+                                   f"num_classes={self.num_classes}")
+        check("precision", self.precision, OneOf("auto", "bf16", "fp32"), where="TinyConfig")
         if not 0.0 <= self.p_uncond < 1.0:
-            raise ValueError(f"p_uncond={self.p_uncond} must be in [0, 1)")
+            raise InvalidParameter(f"p_uncond={self.p_uncond} must be in [0, 1)")
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -131,10 +124,11 @@ class TinyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TinyConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
+        """The config of :meth:`to_dict` (lists become tuples); unknown keys are an error."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown TinyConfig fields {sorted(unknown)}; valid: {sorted(known)}")
+            raise InvalidParameter(f"unknown prior config keys {sorted(unknown)}; valid keys: "
+                                   f"{sorted(cls.__dataclass_fields__)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def hash(self) -> str:
@@ -163,24 +157,21 @@ def default_config(dataset: str = "mnist", data=None) -> TinyConfig:
 
         data = load(dataset, "train")
     c, h, w = data.image_shape
-    pad = max(8, 4 * math.ceil(max(h, w) / 4))
-    pad = 8 * math.ceil(pad / 8)  # VAE ÷4, UNet ÷2
     return TinyConfig(dataset=dataset, image_shape=(c, h, w), num_classes=data.num_classes,
-                      classes=tuple(data.classes), pad_to=pad)
+                      classes=tuple(data.classes),
+                      pad_to=8 * math.ceil(max(h, w) / 8))  # VAE ÷4, UNet ÷2
 
 
 def to_model_space(images: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
     """[0, 1] images ``(N, *cfg.image_shape)`` → zero-padded images of side ``pad_to`` in [-1, 1]."""
-    _, h, w = cfg.image_shape
-    p = cfg.pad_to
+    (_, h, w), p = cfg.image_shape, cfg.pad_to
     top, left = (p - h) // 2, (p - w) // 2
     return F.pad(images, (left, p - w - left, top, p - h - top)) * 2 - 1
 
 
 def to_image_space(x: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
     """Inverse of :func:`to_model_space`: crop to ``cfg.image_shape``, map to [0, 1] (clamped)."""
-    _, h, w = cfg.image_shape
-    p = cfg.pad_to
+    (_, h, w), p = cfg.image_shape, cfg.pad_to
     top, left = (p - h) // 2, (p - w) // 2
     return ((x[..., top : top + h, left : left + w] + 1) / 2).clamp(0, 1)
 
@@ -194,8 +185,7 @@ def build_vae(cfg: TinyConfig, scaling_factor: float = 1.0):
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=tuple(cfg.vae_channels), layers_per_block=cfg.vae_layers_per_block,
         latent_channels=cfg.latent_channels, norm_num_groups=cfg.vae_norm_groups,
-        sample_size=cfg.pad_to, scaling_factor=float(scaling_factor),
-    )
+        sample_size=cfg.pad_to, scaling_factor=float(scaling_factor))
 
 
 def build_unet(cfg: TinyConfig):
@@ -208,8 +198,14 @@ def build_unet(cfg: TinyConfig):
         layers_per_block=cfg.unet_layers_per_block, norm_num_groups=cfg.unet_norm_groups,
         down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
         up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
-        num_class_embeds=cfg.num_classes + 1,
-    )
+        num_class_embeds=cfg.num_classes + 1)
+
+
+def build_models(cfg: TinyConfig, *, seed: int, scaling_factor: float = 1.0):
+    """``(vae, unet)`` with weights initialised from ``seed`` (the global RNG is left as it was)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_vae(cfg, scaling_factor), build_unet(cfg)
 
 
 def build_scheduler(cfg: TinyConfig, clip_range: float):
@@ -218,8 +214,7 @@ def build_scheduler(cfg: TinyConfig, clip_range: float):
     return DDIMScheduler(
         num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
         prediction_type="epsilon", clip_sample=True, clip_sample_range=float(clip_range),
-        set_alpha_to_one=True, timestep_spacing="trailing",
-    )
+        set_alpha_to_one=True, timestep_spacing="trailing")
 
 
 class TinyLatentDiffusion(Prior):
@@ -240,8 +235,8 @@ class TinyLatentDiffusion(Prior):
 
     Notes
     -----
-    Use :func:`pqlib.priors.load_prior` for the trained default and
-    :func:`pqlib.priors.train_prior` to train one; :meth:`random` builds an untrained one.
+    :func:`pqlib.priors.load_prior` loads the trained default, :func:`pqlib.priors.train_prior`
+    trains one, :meth:`random` builds an untrained one.
 
     Examples
     --------
@@ -280,12 +275,9 @@ class TinyLatentDiffusion(Prior):
     def random(cls, config: TinyConfig, *, seed: int = 0, scaling_factor: float = 1.0,
                clip_range: float = 4.0) -> TinyLatentDiffusion:
         """An untrained prior with seeded random weights (for tests and shape checks)."""
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            vae, unet = build_vae(config, scaling_factor), build_unet(config)
+        vae, unet = build_models(config, seed=seed, scaling_factor=scaling_factor)
         return cls(config, vae, unet, clip_range=clip_range)
 
-    # ---------------------------------------------------------------------- pixel ↔ model space
 
     def to_model_space(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images ``(N, C, H, W)`` → zero-padded images of side ``pad_to`` in [-1, 1]."""
@@ -300,8 +292,8 @@ class TinyLatentDiffusion(Prior):
         """Plain VAE decoding of scaled latents: ``vae.decode(latents / scaling_factor)``, in [0, 1]."""
         return self.to_image_space(self.vae.decode(latents / self.scaling_factor).sample)
 
-    # ---------------------------------------------------------------------- encode / decode
 
+    @checked_encode
     @torch.no_grad()
     def encode(self, images: torch.Tensor, *, sample: bool = False, seed: int = 0,
                batch_size: int = 500, progress: bool = True) -> torch.Tensor:
@@ -319,11 +311,9 @@ class TinyLatentDiffusion(Prior):
         latents : float32 tensor of shape ``(N, *latent_shape)``, multiplied by ``scaling_factor``
         """
         images = check_images(images, self.image_shape)
-        check_batch_size(batch_size)
         n = len(images)
-        eps = None
-        if sample:
-            eps = torch.randn((n, *self.latent_shape), generator=torch.Generator().manual_seed(seed))
+        eps = torch.randn((n, *self.latent_shape),
+                          generator=torch.Generator().manual_seed(seed)) if sample else None
         out = torch.empty((n, *self.latent_shape))
         for i in tqdm(range(0, n, batch_size), desc="encode", disable=not progress or n <= batch_size):
             dist = self.vae.encode(self.to_model_space(images[i : i + batch_size])).latent_dist
@@ -331,6 +321,7 @@ class TinyLatentDiffusion(Prior):
             out[i : i + batch_size] = z * self.scaling_factor
         return out
 
+    @checked_decode
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, labels, *, strength: float = 0.7, steps: int = 50,
                guidance: float | None = None, seed: int = 0, batch_size: int = 500,
@@ -355,26 +346,21 @@ class TinyLatentDiffusion(Prior):
         -------
         images : float32 tensor of shape ``(N, *image_shape)``, values in [0, 1]
         """
-        check_strength(strength, steps, guidance)
-        check_batch_size(batch_size)
         latents = check_latents(latents, self.latent_shape)
         labels = check_labels(labels, len(latents), self.num_classes)
         guidance = self.default_guidance if guidance is None else float(guidance)
-        n = len(latents)
-        init = min(int(steps * strength), steps)
-        if init == 0:
-            return torch.cat([self.vae_decode(latents[i : i + batch_size])
-                              for i in range(0, n, batch_size)]) if n else self._empty()
+        n, init = len(latents), min(int(steps * strength), steps)
         sched = self.scheduler
         sched.set_timesteps(steps)
-        timesteps = sched.timesteps[steps - init :]
+        timesteps = sched.timesteps[steps - init :]  # empty for init == 0: a plain VAE decode
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
         out = torch.empty((n, *self.image_shape))
         bar = tqdm(total=math.ceil(n / batch_size) * len(timesteps), desc=f"decode s={strength:g}",
-                   disable=not progress)
+                   disable=not progress or init == 0)
         for i in range(0, n, batch_size):
-            z0, eps, y = latents[i : i + batch_size], noise[i : i + batch_size], labels[i : i + batch_size]
-            z = eps.clone() if strength >= 1.0 else sched.add_noise(z0, eps, timesteps[:1])
+            z, eps, y = latents[i : i + batch_size], noise[i : i + batch_size], labels[i : i + batch_size]
+            if init:
+                z = eps.clone() if strength >= 1.0 else sched.add_noise(z, eps, timesteps[:1])
             for t in timesteps:
                 z = sched.step(self._eps(z, t, y, guidance), t, z).prev_sample
                 bar.update()
@@ -384,88 +370,68 @@ class TinyLatentDiffusion(Prior):
 
     def _eps(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float) -> torch.Tensor:
         null = torch.full_like(y, self.null_class)
-        if guidance == 1.0:
-            return self.unet(z, t, class_labels=y).sample
-        if guidance == 0.0:
-            return self.unet(z, t, class_labels=null).sample
+        if guidance in (0.0, 1.0):  # purely unconditional / conditional: one UNet call
+            return self.unet(z, t, class_labels=y if guidance else null).sample
         both = self.unet(torch.cat([z, z]), t, class_labels=torch.cat([y, null])).sample
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
 
-    def _empty(self) -> torch.Tensor:
-        return torch.empty((0, *self.image_shape))
-
-    # ---------------------------------------------------------------------- save / load
 
     def save(self, prefix: str | Path, *, dtype: torch.dtype = torch.float16) -> list[Path]:
-        """Write ``<prefix>-vae.safetensors`` and ``<prefix>-unet.safetensors`` (``dtype``, atomic).
-
-        Each file carries the config, scaling factor and clip range in its metadata, so the
-        pair reloads with :meth:`load`.
-        """
+        """Write ``<prefix>-{vae,unet}.safetensors`` (``dtype``, atomically), each with the config,
+        scaling factor and clip range in its metadata, so that :meth:`load` rebuilds the prior."""
         from safetensors.torch import save as st_save
 
-        from ..cache import atomic_write
-
-        prefix = Path(prefix)
         meta = {"pqlib_prior": json.dumps({
             "kind": "tiny-ldm", "config": self.config, "config_hash": config_hash(self.config),
             "scaling_factor": self.scaling_factor, "clip_range": self.clip_range,
         })}
-        paths = []
-        for part, module in (("vae", self.vae), ("unet", self.unet)):
+        paths = [Path(f"{prefix}-{part}.safetensors") for part in ("vae", "unet")]
+        for path, module in zip(paths, (self.vae, self.unet)):
             state = {k: v.detach().to(dtype).contiguous() for k, v in module.state_dict().items()}
-            path = prefix.with_name(f"{prefix.name}-{part}.safetensors")
             with atomic_write(path) as f:
                 f.write(st_save(state, metadata=meta))
-            paths.append(path)
         return paths
 
     @classmethod
     def load(cls, prefix: str | Path, *, expect_hash: str | None = None) -> TinyLatentDiffusion:
-        """Load a prior written by :meth:`save` (weights are cast to float32).
-
-        ``prefix`` is the common path without ``-vae.safetensors`` / ``-unet.safetensors``
-        (a directory holding exactly one such pair also works). With ``expect_hash`` the
-        stored config hash must match.
-        """
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        """Load a prior written by :meth:`save` (weights cast to float32) from ``prefix``, the path
+        without ``-{vae,unet}.safetensors``, or a folder holding exactly one such pair. With
+        ``expect_hash`` the stored config hash must match."""
+        from safetensors import SafetensorError, safe_open
 
         prefix = _resolve_prefix(Path(prefix))
-        files = {part: prefix.with_name(f"{prefix.name}-{part}.safetensors") for part in ("vae", "unet")}
-        missing = [str(p) for p in files.values() if not p.is_file()]
+        files = [Path(f"{prefix}-{part}.safetensors") for part in ("vae", "unet")]
+        missing = [str(p) for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(
                 f"prior weights incomplete: missing {', '.join(missing)}; train them with "
-                f"`pqlib train-prior` or pass the prefix written by it"
-            )
-        metas = []
-        for p in files.values():
-            with safe_open(str(p), "pt") as f:
-                meta = (f.metadata() or {}).get("pqlib_prior")
-            if meta is None:
-                raise ValueError(f"{str(p)!r} is not a pqlib prior file (no 'pqlib_prior' metadata)")
-            metas.append(json.loads(meta))
-        info = metas[0]
-        if metas[0]["config_hash"] != metas[1]["config_hash"]:
-            raise ValueError(f"{files['vae']} and {files['unet']} come from different trainings "
-                             f"(config hashes {metas[0]['config_hash']} and {metas[1]['config_hash']})")
-        config = TinyConfig.from_dict(info["config"])
-        if config.hash() != info["config_hash"]:
-            raise ValueError(f"{str(files['vae'])!r}: stored config hash {info['config_hash']} does not "
-                             f"match its config ({config.hash()}); the file is corrupt")
-        if expect_hash is not None and info["config_hash"] != expect_hash:
-            raise ValueError(f"prior {str(prefix)!r} has config hash {info['config_hash']} but "
+                f"`pqlib train-prior` or pass the prefix written by it")
+        infos, states = [], []
+        for path in files:
+            try:
+                with safe_open(str(path), "pt") as f:
+                    infos.append(json.loads((f.metadata() or {})["pqlib_prior"]))
+                    states.append({k: f.get_tensor(k).float() for k in f.keys()})
+            except (SafetensorError, KeyError, ValueError) as err:
+                raise CorruptFile(path, "pqlib prior file (safetensors with 'pqlib_prior' "
+                                  "metadata)", "retrain it with `pqlib train-prior`") from err
+        (vae_info, unet_info), config = infos, TinyConfig.from_dict(infos[0]["config"])
+        if vae_info["config_hash"] != unet_info["config_hash"]:
+            raise ValueError(f"{files[0]} and {files[1]} come from different trainings (config "
+                             f"hashes {vae_info['config_hash']} and {unet_info['config_hash']})")
+        if config.hash() != vae_info["config_hash"]:
+            raise CorruptFile(files[0], "prior file", f"its stored config hash "
+                              f"{vae_info['config_hash']} does not match its config ({config.hash()})")
+        if expect_hash is not None and vae_info["config_hash"] != expect_hash:
+            raise ValueError(f"prior {str(prefix)!r} has config hash {vae_info['config_hash']} but "
                              f"{expect_hash} was expected; retrain with `pqlib train-prior`")
-        vae, unet = build_vae(config, info["scaling_factor"]), build_unet(config)
-        vae.load_state_dict({k: v.float() for k, v in load_file(str(files["vae"])).items()})
-        unet.load_state_dict({k: v.float() for k, v in load_file(str(files["unet"])).items()})
-        record = {}
-        json_path = prefix.with_name(f"{prefix.name}.json")
-        if json_path.is_file():
-            record = json.loads(json_path.read_text())
-        return cls(config, vae, unet, clip_range=info["clip_range"], record=record)
+        vae, unet = build_vae(config, vae_info["scaling_factor"]), build_unet(config)
+        vae.load_state_dict(states[0])
+        unet.load_state_dict(states[1])
+        json_path = Path(f"{prefix}.json")
+        record = json.loads(json_path.read_text()) if json_path.is_file() else {}
+        return cls(config, vae, unet, clip_range=vae_info["clip_range"], record=record)
 
 
 def _resolve_prefix(path: Path) -> Path:
@@ -474,9 +440,8 @@ def _resolve_prefix(path: Path) -> Path:
         if len(found) != 1:
             raise FileNotFoundError(
                 f"{str(path)!r} holds {len(found)} prior weight pairs (prior-*-vae.safetensors); "
-                f"pass the file prefix instead"
-            )
-        return found[0].with_name(found[0].name[: -len("-vae.safetensors")])
+                f"pass the file prefix instead")
+        path = found[0]
     for suffix in ("-vae.safetensors", "-unet.safetensors", ".json"):
         if path.name.endswith(suffix):
             return path.with_name(path.name[: -len(suffix)])

@@ -10,23 +10,27 @@ Three phases, one checkpoint file:
 3. **UNet** — ε-prediction MSE on fresh posterior samples, uniform timesteps, labels dropped
    to the null class with probability ``p_uncond``, EMA of the weights.
 
-Batches, noise and timesteps of step k come from generators seeded by (seed, phase, k), so a
-resumed run computes exactly what an uninterrupted one would. The checkpoint (models,
-optimiser, EMA, step, elapsed time) is written atomically every ``checkpoint_every`` steps, at
-the end of each phase and on Ctrl-C, under ``$PQLIB_CACHE/priors/<config hash>/``; the
-finished weights go to ``$PQLIB_CACHE/priors/prior-<dataset>-<hash>-{vae,unet}.safetensors``
-(float16) with a JSON training record beside them.
+Both optimisation phases run the same loop (:meth:`_Session.train` over a :class:`_Phase`:
+model, loss, batches, learning-rate schedule, checkpoints, optional EMA). Batches, noise and
+timesteps of step k come from generators seeded by (seed, stream, k), so a resumed run
+computes exactly what an uninterrupted one would. The checkpoint (models, optimiser, EMA,
+step, elapsed time) is written atomically every ``checkpoint_every`` steps, at the end of each
+phase and on Ctrl-C, under ``$PQLIB_CACHE/priors/<config hash>/``; the finished weights go to
+``$PQLIB_CACHE/priors/prior-<dataset>-<hash>-{vae,unet}.safetensors`` (float16) with a JSON
+training record beside them.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +39,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..cache import atomic_write, cache_dir
+from ..checks import Int, InvalidParameter, checked
 from .tiny import (
     TinyConfig,
     TinyLatentDiffusion,
+    build_models,
     build_scheduler,
-    build_unet,
-    build_vae,
     default_config,
     to_model_space,
 )
@@ -72,44 +76,38 @@ class PriorTraining:
 
 def resolve_config(data, config: TinyConfig | dict | None) -> TinyConfig:
     """The full :class:`TinyConfig` for ``data``: default, default with overrides, or as given."""
-    if isinstance(config, TinyConfig):
-        cfg = config
-    else:
-        cfg = default_config(data.name, None if data.name == "mnist" else data)
-        if config:
-            unknown = set(config) - set(TinyConfig.__dataclass_fields__)
-            if unknown:
-                raise ValueError(f"unknown prior config keys {sorted(unknown)}; valid keys: "
-                                 f"{sorted(TinyConfig.__dataclass_fields__)}")
-            cfg = cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    cfg = config
+    if not isinstance(config, TinyConfig):
+        default = default_config(data.name, None if data.name == "mnist" else data)
+        cfg = TinyConfig.from_dict({**default.to_dict(), **(config or {})})
     if tuple(cfg.image_shape) != tuple(data.image_shape) or cfg.num_classes != data.num_classes:
-        raise ValueError(
+        raise InvalidParameter(
             f"config is for images {tuple(cfg.image_shape)} with {cfg.num_classes} classes but "
-            f"{data.name!r} has images {tuple(data.image_shape)} with {data.num_classes} classes"
-        )
+            f"{data.name!r} has images {tuple(data.image_shape)} with {data.num_classes} classes")
     return cfg
 
 
-def _gen(seed: int, phase: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + phase) * 10_000_019 + index)
+def _gen(seed: int, stream: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream) * 10_000_019 + index)
 
 
 def _lr(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps times a cosine decay to 0 at ``total``."""
     warm = min(1.0, (step + 1) / max(1, warmup))
     return base * warm * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 
-def _batch(step: int, n: int, bs: int, seed: int, phase: int, cache: dict) -> torch.Tensor:
-    spe = max(1, n // bs)
-    epoch, j = divmod(step, spe)
-    if cache.get("epoch") != epoch:
-        cache["epoch"] = epoch
-        cache["perm"] = torch.randperm(n, generator=_gen(seed, phase, 10**9 + epoch))
-    return cache["perm"][j * bs : (j + 1) * bs]
+def _batch(step: int, n: int, bs: int, seed: int, stream: int) -> torch.Tensor:
+    """Indices of batch ``step``: one seeded permutation of the ``n`` examples per epoch."""
+    epoch, j = divmod(step, max(1, n // bs))
+    return torch.randperm(n, generator=_gen(seed, stream, 10**9 + epoch))[j * bs : (j + 1) * bs]
 
 
-def _total_steps(epochs: float, n: int, bs: int) -> int:
-    return max(1, round(epochs * max(1, n // bs)))
+def _total_steps(cfg: TinyConfig, n: int) -> dict[str, int]:
+    """Optimiser steps of each phase: ``round(epochs × batches per epoch)``, at least 1."""
+    phases = {"vae": (cfg.vae_epochs, cfg.vae_batch_size),
+              "unet": (cfg.unet_epochs, cfg.unet_batch_size)}
+    return {name: max(1, round(epochs * max(1, n // bs))) for name, (epochs, bs) in phases.items()}
 
 
 def _save(obj, path: Path) -> None:
@@ -119,6 +117,176 @@ def _save(obj, path: Path) -> None:
         f.write(buf.getvalue())
 
 
+@dataclass(frozen=True)
+class _Phase:
+    """One optimisation phase: AdamW on ``model`` for ``steps`` steps of ``batch_size`` examples.
+
+    ``loss(idx, g)`` returns the loss of the training examples ``idx`` with its noise drawn
+    from ``g``, and the named scalars to log. Step k's batch comes from generator stream
+    ``streams[0]`` (one permutation per epoch), its noise from ``streams[1]``; ``ema``, if
+    given, follows ``model`` with decay ``min(ema_decay, (1 + k) / (10 + k))``.
+    """
+
+    name: str
+    model: torch.nn.Module
+    loss: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict]]
+    lr: float
+    batch_size: int
+    steps: int
+    streams: tuple[int, int]
+    ema: torch.nn.Module | None = None
+    ema_decay: float = 0.0
+
+
+class _Session:
+    """One call of :func:`train_prior`: the models, the resumable state, the checkpoint."""
+
+    def __init__(self, cfg: TinyConfig, n: int, *, resume: bool, progress: bool, every: int):
+        self.cfg, self.n, self.progress, self.every = cfg, n, progress, every
+        self.work = cache_dir("priors", cfg.hash())
+        self.path = self.work / "checkpoint.pt"
+        self.vae, self.unet = build_models(cfg, seed=cfg.seed)
+        self.ema = copy.deepcopy(self.unet).requires_grad_(False)
+        self.state = {"phase": "vae", "step": 0, "seconds": 0.0, "phase_seconds": {},
+                      "losses": [], "sessions": 0}
+        self.opt = self.opt_state = None
+        if resume and self.path.is_file():
+            self._load()
+        self.state["sessions"] += 1
+        self.clock, self.base_seconds = time.perf_counter(), self.state["seconds"]
+
+    def _load(self) -> None:
+        ck = torch.load(self.path, map_location="cpu", weights_only=False)
+        if ck.get("config_hash") != self.cfg.hash():
+            raise ValueError(f"checkpoint {str(self.path)!r} belongs to config "
+                             f"{ck.get('config_hash')}, not {self.cfg.hash()}; delete it or "
+                             f"pass resume=False")
+        for part in ("vae", "unet", "ema"):
+            getattr(self, part).load_state_dict(ck[part])
+        self.opt_state, self.state = ck["opt"], ck["state"]
+        if self.progress:
+            print(f"resuming {self.cfg.stem} at phase {self.state['phase']!r}, step "
+                  f"{self.state['step']}", file=sys.stderr)
+
+    def elapsed(self) -> float:
+        return self.base_seconds + time.perf_counter() - self.clock
+
+    def checkpoint(self) -> None:
+        """Write models, optimiser (if in a phase), EMA and state atomically."""
+        self.state["seconds"] = self.elapsed()
+        _save({"config_hash": self.cfg.hash(), "vae": self.vae.state_dict(),
+               "unet": self.unet.state_dict(), "ema": self.ema.state_dict(),
+               "opt": self.opt.state_dict() if self.opt is not None else None,
+               "state": self.state}, self.path)
+
+    def advance(self, started: float) -> None:
+        """Close the current phase (begun at ``started``): count its time, checkpoint the next."""
+        name, seconds = self.state["phase"], self.state["phase_seconds"]
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+        self.state.update(phase=_PHASES[_PHASES.index(name) + 1], step=0)
+        self.opt = self.opt_state = None
+        self.checkpoint()
+
+    def train(self, p: _Phase) -> None:
+        """Run ``p`` from the checkpointed step to its end, then advance to the next phase."""
+        started, state, seed = time.perf_counter(), self.state, self.cfg.seed
+        self.opt = torch.optim.AdamW(p.model.parameters(), lr=p.lr)
+        if self.opt_state is not None:
+            self.opt.load_state_dict(self.opt_state)
+        p.model.train()
+        bar = tqdm(range(state["step"], p.steps), desc=f"prior {p.name}", initial=state["step"],
+                   total=p.steps, disable=not self.progress, mininterval=2.0)
+        for step in bar:
+            idx = _batch(step, self.n, p.batch_size, seed, p.streams[0])
+            for group in self.opt.param_groups:
+                group["lr"] = _lr(step, p.steps, p.lr, self.cfg.warmup_steps)
+            loss, logged = p.loss(idx, _gen(seed, p.streams[1], step))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(p.model.parameters(), 1.0)
+            self.opt.step()
+            if p.ema is not None:
+                decay = min(p.ema_decay, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for e, w in zip(p.ema.parameters(), p.model.parameters()):
+                        e.lerp_(w, 1 - decay)
+            state["step"] = step + 1
+            if step % 25 == 0 or step == p.steps - 1:
+                values = {k: round(v.item(), 5) for k, v in logged.items()}
+                state["losses"].append([p.name, step, *values.values()])
+                bar.set_postfix(values)
+            if (step + 1) % self.every == 0:
+                self.checkpoint()
+        bar.close()
+        self.advance(started)
+
+    @torch.no_grad()
+    def latents(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Posterior mean and std of the training set, and the scaling factor (encoded once)."""
+        path = self.work / "latents.pt"
+        self.vae.eval()
+        if self.state["phase"] == "latents" or not path.is_file():
+            started, means, logvars = time.perf_counter(), [], []
+            for i in tqdm(range(0, len(images), 500), desc="prior latents",
+                          disable=not self.progress, mininterval=2.0):
+                x = to_model_space(images[i : i + 500], self.cfg)
+                dist = self.vae.encode(x).latent_dist
+                means.append(dist.mean)
+                logvars.append(dist.logvar)
+            mean, logvar = torch.cat(means), torch.cat(logvars)
+            m = mean.double()
+            var = (m**2).mean() + logvar.double().exp().mean() - m.mean() ** 2
+            scale = float(1.0 / var.sqrt())
+            _save({"mean": mean, "logvar": logvar}, path)
+            self.state.update(scaling_factor=scale,
+                              clip_range=math.ceil(2 * float(mean.abs().max()) * scale) / 2)
+            if self.state["phase"] == "latents":
+                self.advance(started)
+        lat = torch.load(path, map_location="cpu", weights_only=True)
+        return lat["mean"], torch.exp(0.5 * lat["logvar"]), self.state["scaling_factor"]
+
+
+def _vae_phase(vae, images: torch.Tensor, cfg: TinyConfig, amp, steps: int) -> _Phase:
+    """L1 reconstruction + ``kl_weight`` · KL per pixel on posterior samples (``amp``: autocast)."""
+    pixels = cfg.image_shape[0] * cfg.pad_to**2
+
+    def loss(idx, g):
+        x = to_model_space(images[idx], cfg)
+        with amp():
+            dist = vae.encode(x).latent_dist
+        mean, logvar = dist.mean.float(), dist.logvar.float()
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+        with amp():
+            rec = vae.decode(z).sample
+        l1 = (rec.float() - x).abs().mean()
+        kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / pixels
+        return l1 + cfg.kl_weight * kl, {"l1": l1, "kl": kl}
+
+    return _Phase("vae", vae, loss, cfg.vae_lr, cfg.vae_batch_size, steps, streams=(1, 2))
+
+
+def _unet_phase(session: _Session, labels: torch.Tensor, latents, amp, steps: int) -> _Phase:
+    """ε-prediction MSE on fresh posterior samples, labels dropped with probability p_uncond."""
+    cfg, unet, (mean, std, scale) = session.cfg, session.unet, latents
+    sched = build_scheduler(cfg, session.state["clip_range"])
+
+    def loss(idx, g):
+        b = len(idx)
+        x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, cfg.num_train_timesteps, (b,), generator=g)
+        y = labels[idx].clone()
+        y[torch.rand(b, generator=g) < cfg.p_uncond] = cfg.num_classes
+        with amp():
+            pred = unet(sched.add_noise(x0, noise, t), t, class_labels=y).sample
+        mse = F.mse_loss(pred.float(), noise)
+        return mse, {"loss": mse}
+
+    return _Phase("unet", unet, loss, cfg.unet_lr, cfg.unet_batch_size, steps, streams=(3, 4),
+                  ema=session.ema, ema_decay=cfg.ema_decay)
+
+
+@checked(checkpoint_every=Int(1))
 def train_prior(dataset="mnist", *, config: TinyConfig | dict | None = None,
                 out: str | Path | None = None, resume: bool = True, progress: bool = True,
                 checkpoint_every: int = 200, command: str | None = None) -> PriorTraining:
@@ -149,228 +317,70 @@ def train_prior(dataset="mnist", *, config: TinyConfig | dict | None = None,
     1,872 steps of 256 latents; see the record shipped beside the weights for the time.
     """
     from .. import data as data_mod
-    from ..provenance import provenance
     from ..train import autocast, resolve_precision
 
-    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive int")
     data = data_mod.load(dataset, "train") if isinstance(dataset, str) else dataset
     cfg = resolve_config(data, config)
-    h = cfg.hash()
-    final_dir = cache_dir("priors")
-    prefix = final_dir / cfg.stem
-    if resume and all(prefix.with_name(f"{prefix.name}{s}").is_file()
-                      for s in ("-vae.safetensors", "-unet.safetensors")):
-        prior = TinyLatentDiffusion.load(prefix, expect_hash=h)
-        files = _copy_out(prefix, out)
-        return PriorTraining(prior, files, 0.0, h, prior.record)
+    prefix = cache_dir("priors") / cfg.stem
+    if resume and all(Path(f"{prefix}-{part}.safetensors").is_file() for part in ("vae", "unet")):
+        prior = TinyLatentDiffusion.load(prefix, expect_hash=cfg.hash())
+        return PriorTraining(prior, _copy_out(prefix, out), 0.0, cfg.hash(), prior.record)
 
-    work = cache_dir("priors", h)
-    ckpt_path, lat_path = work / "checkpoint.pt", work / "latents.pt"
-    precision = resolve_precision(cfg.precision)
-    images, labels = data.images, data.labels
-    n = len(images)
-    pixels = cfg.image_shape[0] * cfg.pad_to**2
-
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        vae, unet = build_vae(cfg), build_unet(cfg)
-    ema = copy.deepcopy(unet).requires_grad_(False)
-    state = {"phase": "vae", "step": 0, "seconds": 0.0, "phase_seconds": {}, "losses": [],
-             "sessions": 0}
-    opt_state = None
-    if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck.get("config_hash") != h:
-            raise ValueError(f"checkpoint {str(ckpt_path)!r} belongs to config {ck.get('config_hash')}, "
-                             f"not {h}; delete it or pass resume=False")
-        vae.load_state_dict(ck["vae"])
-        unet.load_state_dict(ck["unet"])
-        ema.load_state_dict(ck["ema"])
-        opt_state = ck["opt"]
-        state = ck["state"]
-        if progress:
-            print(f"resuming {cfg.stem} at phase {state['phase']!r}, step {state['step']}",
-                  file=sys.stderr)
-    state["sessions"] += 1
-    clock = time.perf_counter()
-    base_seconds = state["seconds"]
-
-    def elapsed() -> float:
-        return base_seconds + time.perf_counter() - clock
-
-    def checkpoint(opt) -> None:
-        state["seconds"] = elapsed()
-        _save({"config_hash": h, "vae": vae.state_dict(), "unet": unet.state_dict(),
-               "ema": ema.state_dict(), "opt": opt.state_dict() if opt is not None else None,
-               "state": state}, ckpt_path)
-
-    def phase_done(name: str, started: float) -> None:
-        state["phase_seconds"][name] = state["phase_seconds"].get(name, 0.0) + time.perf_counter() - started
-
-    opt = None
+    precision, steps = resolve_precision(cfg.precision), _total_steps(cfg, len(data.images))
+    amp = functools.partial(autocast, precision)
+    run = _Session(cfg, len(data.images), resume=resume, progress=progress, every=checkpoint_every)
     try:
-        # 1. VAE ------------------------------------------------------------------------
-        if state["phase"] == "vae":
-            started = time.perf_counter()
-            total = _total_steps(cfg.vae_epochs, n, cfg.vae_batch_size)
-            opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
-            if opt_state is not None:
-                opt.load_state_dict(opt_state)
-            vae.train()
-            perm: dict = {}
-            bar = tqdm(range(state["step"], total), desc="prior 1/3 VAE", initial=state["step"],
-                       total=total, disable=not progress, mininterval=2.0)
-            for step in bar:
-                idx = _batch(step, n, cfg.vae_batch_size, cfg.seed, 1, perm)
-                x = to_model_space(images[idx], cfg)
-                g = _gen(cfg.seed, 2, step)
-                for group in opt.param_groups:
-                    group["lr"] = _lr(step, total, cfg.vae_lr, cfg.warmup_steps)
-                with autocast(precision):
-                    dist = vae.encode(x).latent_dist
-                mean, logvar = dist.mean.float(), dist.logvar.float()
-                z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
-                with autocast(precision):
-                    rec = vae.decode(z).sample
-                l1 = (rec.float() - x).abs().mean()
-                kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / pixels
-                loss = l1 + cfg.kl_weight * kl
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-                opt.step()
-                state["step"] = step + 1
-                if step % 25 == 0 or step == total - 1:
-                    state["losses"].append(["vae", step, round(l1.item(), 5), round(kl.item(), 5)])
-                    bar.set_postfix(l1=f"{l1.item():.4f}", kl=f"{kl.item():.3f}")
-                if (step + 1) % checkpoint_every == 0:
-                    checkpoint(opt)
-            bar.close()
-            phase_done("vae", started)
-            state.update(phase="latents", step=0)
-            opt = opt_state = None
-            checkpoint(None)
-
-        # 2. latents --------------------------------------------------------------------
-        vae.eval()
-        if state["phase"] == "latents" or not lat_path.is_file():
-            started = time.perf_counter()
-            means, logvars = [], []
-            with torch.no_grad():
-                for i in tqdm(range(0, n, 500), desc="prior 2/3 encode", disable=not progress,
-                              mininterval=2.0):
-                    dist = vae.encode(to_model_space(images[i : i + 500], cfg)).latent_dist
-                    means.append(dist.mean)
-                    logvars.append(dist.logvar)
-            mean, logvar = torch.cat(means), torch.cat(logvars)
-            var = (mean.double() ** 2).mean() + logvar.double().exp().mean() - mean.double().mean() ** 2
-            scale = float(1.0 / var.sqrt())
-            clip = math.ceil(2 * float(mean.abs().max()) * scale) / 2
-            _save({"mean": mean, "logvar": logvar}, lat_path)
-            state.update(scaling_factor=scale, clip_range=clip)
-            if state["phase"] == "latents":
-                phase_done("latents", started)
-                state.update(phase="unet", step=0)
-                checkpoint(None)
-        lat = torch.load(lat_path, map_location="cpu", weights_only=True)
-        mean, std = lat["mean"], torch.exp(0.5 * lat["logvar"])
-        scale = state["scaling_factor"]
-
-        # 3. UNet -----------------------------------------------------------------------
-        if state["phase"] == "unet":
-            started = time.perf_counter()
-            total = _total_steps(cfg.unet_epochs, n, cfg.unet_batch_size)
-            sched = build_scheduler(cfg, state["clip_range"])
-            opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr)
-            if opt_state is not None:
-                opt.load_state_dict(opt_state)
-            unet.train()
-            perm = {}
-            ema_params = list(ema.parameters())
-            bar = tqdm(range(state["step"], total), desc="prior 3/3 UNet", initial=state["step"],
-                       total=total, disable=not progress, mininterval=2.0)
-            for step in bar:
-                idx = _batch(step, n, cfg.unet_batch_size, cfg.seed, 3, perm)
-                g = _gen(cfg.seed, 4, step)
-                b = len(idx)
-                x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
-                noise = torch.randn(x0.shape, generator=g)
-                t = torch.randint(0, cfg.num_train_timesteps, (b,), generator=g)
-                y = labels[idx].clone()
-                y[torch.rand(b, generator=g) < cfg.p_uncond] = cfg.num_classes
-                xt = sched.add_noise(x0, noise, t)
-                for group in opt.param_groups:
-                    group["lr"] = _lr(step, total, cfg.unet_lr, cfg.warmup_steps)
-                with autocast(precision):
-                    pred = unet(xt, t, class_labels=y).sample
-                loss = F.mse_loss(pred.float(), noise)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-                opt.step()
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for pe, p in zip(ema_params, unet.parameters()):
-                        pe.lerp_(p, 1 - decay)
-                state["step"] = step + 1
-                if step % 25 == 0 or step == total - 1:
-                    state["losses"].append(["unet", step, round(loss.item(), 5)])
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
-                if (step + 1) % checkpoint_every == 0:
-                    checkpoint(opt)
-            bar.close()
-            phase_done("unet", started)
-            state.update(phase="done", step=0)
-            opt = None
-            checkpoint(None)
+        if run.state["phase"] == "vae":
+            run.train(_vae_phase(run.vae, data.images, cfg, amp, steps["vae"]))
+        latents = run.latents(data.images)
+        if run.state["phase"] == "unet":
+            run.train(_unet_phase(run, data.labels, latents, amp, steps["unet"]))
     except KeyboardInterrupt:
-        checkpoint(opt)
-        print(f"\ninterrupted: checkpoint saved to {ckpt_path}; run again to resume", file=sys.stderr)
+        run.checkpoint()
+        print(f"\ninterrupted: checkpoint saved to {run.path}; run again to resume",
+              file=sys.stderr)
         raise
-
-    # 4. export ---------------------------------------------------------------------------
-    seconds = elapsed()
-    final_vae = build_vae(cfg, state["scaling_factor"])
-    final_vae.load_state_dict(vae.state_dict())
-    prior = TinyLatentDiffusion(cfg, final_vae, ema, clip_range=state["clip_range"])
-    record = {
-        "kind": "tiny-ldm", "dataset": cfg.dataset, "config_hash": h, "config": cfg.to_dict(),
-        "command": command or " ".join(["pqlib" if "pqlib" in sys.argv[0] else sys.argv[0], *sys.argv[1:]]),
-        "seconds": round(seconds, 1), "phase_seconds": {k: round(v, 1) for k, v in state["phase_seconds"].items()},
-        "sessions": state["sessions"], "precision": precision, "n_train": n,
-        "steps": {"vae": _total_steps(cfg.vae_epochs, n, cfg.vae_batch_size),
-                  "unet": _total_steps(cfg.unet_epochs, n, cfg.unet_batch_size)},
-        "scaling_factor": state["scaling_factor"], "clip_range": state["clip_range"],
-        "final_losses": {"vae": _last(state["losses"], "vae"),
-                         "unet": _last(state["losses"], "unet")},
-        "losses": state["losses"], "weights_dtype": "float16", **provenance(),
-    }
-    files = prior.save(prefix)
-    json_path = prefix.with_name(f"{prefix.name}.json")
-    with atomic_write(json_path, "w") as f:
+    seconds = run.elapsed()
+    record = _record(cfg, run.state, seconds, precision, len(data.images), steps, command)
+    run.vae.register_to_config(scaling_factor=run.state["scaling_factor"])
+    prior = TinyLatentDiffusion(cfg, run.vae, run.ema, clip_range=run.state["clip_range"])
+    files = [*prior.save(prefix), Path(f"{prefix}.json")]
+    with atomic_write(files[-1], "w") as f:
         json.dump(record, f, indent=1)
-    shutil.rmtree(work, ignore_errors=True)
-    prior = TinyLatentDiffusion.load(prefix, expect_hash=h)
-    copied = _copy_out(prefix, out)
-    return PriorTraining(prior, tuple(files) + (json_path,) + copied, seconds, h, record)
+    shutil.rmtree(run.work, ignore_errors=True)
+    prior = TinyLatentDiffusion.load(prefix, expect_hash=cfg.hash())
+    return PriorTraining(prior, (*files, *_copy_out(prefix, out)), seconds, cfg.hash(), record)
 
 
-def _last(losses: list, phase: str):
-    rows = [row for row in losses if row[0] == phase]
-    return rows[-1] if rows else None
+def _record(cfg: TinyConfig, state: dict, seconds: float, precision: str, n: int,
+            steps: dict, command: str | None) -> dict:
+    """The JSON training record written beside the weights."""
+    from ..provenance import provenance
+
+    argv = ["pqlib" if "pqlib" in sys.argv[0] else sys.argv[0], *sys.argv[1:]]
+    last = {row[0]: row for row in state["losses"]}  # the last row of each phase
+    return {
+        "kind": "tiny-ldm", "dataset": cfg.dataset, "config_hash": cfg.hash(),
+        "config": cfg.to_dict(), "command": command or " ".join(argv),
+        "seconds": round(seconds, 1),
+        "phase_seconds": {k: round(v, 1) for k, v in state["phase_seconds"].items()},
+        "sessions": state["sessions"], "precision": precision, "n_train": n, "steps": steps,
+        "scaling_factor": state["scaling_factor"], "clip_range": state["clip_range"],
+        "final_losses": {phase: last.get(phase) for phase in ("vae", "unet")},
+        "losses": state["losses"], "weights_dtype": "float16", **provenance()}
 
 
 def _copy_out(prefix: Path, out) -> tuple[Path, ...]:
+    """Copy the weights and record at ``prefix`` to ``out``: a folder or a file prefix."""
     if out is None:
         return ()
-    out = Path(out)
-    target = out / prefix.name if (out.is_dir() or str(out).endswith(("/", "\\"))) else out
+    target = Path(out)
+    if target.is_dir() or str(out).endswith(("/", "\\")):  # a folder, perhaps still to create
+        target = target / prefix.name
     copied = []
     for suffix in ("-vae.safetensors", "-unet.safetensors", ".json"):
-        src = prefix.with_name(prefix.name + suffix)
+        src, dst = Path(f"{prefix}{suffix}"), Path(f"{target}{suffix}")
         if src.is_file():
-            dst = target.with_name(target.name + suffix)
             with atomic_write(dst) as f:
                 f.write(src.read_bytes())
             copied.append(dst)

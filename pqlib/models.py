@@ -10,9 +10,14 @@ Every model has ``features(x) -> (N, D)`` (the penultimate embedding) and
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .checks import Int, InvalidParameter, OneOf, checked
 
 __all__ = ["ConvNet", "ResNet18", "Standardized", "build", "ARCHITECTURES", "batchnorm_inputs"]
 
@@ -71,7 +76,7 @@ class ConvNet(nn.Module):
                  depth: int = 3, norm: str = "instance"):
         super().__init__()
         if norm not in ("instance", "batch", "none"):
-            raise ValueError(f"norm={norm!r} is not one of 'instance', 'batch', 'none'")
+            raise InvalidParameter(f"norm={norm!r} should be one of 'instance', 'batch', 'none'")
         layers, size = [], image_size
         for d in range(depth):
             pad = 3 if (d == 0 and image_size == 28) else 1
@@ -146,43 +151,35 @@ ARCHITECTURES = {
 }
 
 
+@checked(channels=OneOf(1, 3), num_classes=Int(1), image_size=Int(8))
 def build(arch: str, channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Build an untrained network by name (see ``ARCHITECTURES``)."""
+    """Build an untrained network by name (see ``ARCHITECTURES``) for ``channels`` × ``image_size``
+    × ``image_size`` inputs (1 or 3 channels, side ≥ 8)."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    if image_size < 8:
-        raise ValueError(f"image_size={image_size} is too small; models take inputs from 8×8 up")
-    if channels not in (1, 3):
-        raise ValueError(f"channels={channels}: models take 1- or 3-channel images")
+        raise InvalidParameter(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch](channels, num_classes, image_size)
 
 
-class batchnorm_inputs:
+@contextmanager
+def batchnorm_inputs(model: nn.Module):
     """Context manager recording the input of every BatchNorm2d layer of ``model``.
 
-    Inside the block, ``.inputs`` is a list (one entry per BN layer, in module order) of the
-    latest input tensors, with gradients attached. Used for BN-statistics matching (WMDD).
+    Inside the block, ``.layers`` lists the BN layers in module order and ``.inputs`` their
+    latest input tensors, with gradients attached; the hooks are removed on exit. Used for
+    BN-statistics matching (WMDD).
 
     >>> with batchnorm_inputs(model) as rec:  # doctest: +SKIP
     ...     model(x); means = [t.mean((0, 2, 3)) for t in rec.inputs]
     """
+    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    rec = SimpleNamespace(layers=layers, inputs=[None] * len(layers))
 
-    def __init__(self, model: nn.Module):
-        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-        self.inputs: list[torch.Tensor | None] = [None] * len(self.layers)
-        self._handles = []
+    def keep(i: int):
+        return lambda module, args, output: rec.inputs.__setitem__(i, args[0])
 
-    def __enter__(self):
-        for i, layer in enumerate(self.layers):
-            self._handles.append(layer.register_forward_hook(self._hook(i)))
-        return self
-
-    def _hook(self, i):
-        def hook(module, args, output):
-            self.inputs[i] = args[0]
-        return hook
-
-    def __exit__(self, *exc):
-        for h in self._handles:
+    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+    try:
+        yield rec
+    finally:
+        for h in handles:
             h.remove()
-        self._handles.clear()

@@ -34,7 +34,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .augment import DSA_DEFAULT, dsa_strategy
+from .augment import DSA_DEFAULT, DSA_OPS, dsa_strategy
+from .checks import Int, InvalidParameter, OneOf, Real, check
 
 __all__ = ["Protocol", "PROTOCOLS", "get_protocol", "protocol_from_record", "channel_stats",
            "DSA_DEFAULT", "DATASET_STATS"]
@@ -83,20 +84,15 @@ class Protocol:
     temperature: float = 20.0
 
     def __post_init__(self):
-        choices = {"labels": ("hard", "soft"), "optimizer": ("sgd", "adamw"),
-                   "schedule": ("step-reset", "step", "cosine")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"protocol {self.name!r}: {key}={getattr(self, key)!r} is not "
-                                 f"one of {allowed}")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"protocol {self.name!r}: epochs={self.epochs!r} must be an integer >= 1")
-        if self.batch_size < 1:
-            raise ValueError(f"protocol {self.name!r}: batch_size={self.batch_size} must be >= 1")
-        aug = self.augmentation
-        if not (aug in ("dsa", "kornia", "none") or aug.startswith("dsa:")):
-            raise ValueError(f"protocol {self.name!r}: augmentation={aug!r} must be 'dsa', "
-                             f"'dsa:<ops>', 'kornia' or 'none'")
+        where = f"protocol {self.name!r}"
+        for key, constraint in _FIELDS.items():
+            check(key, getattr(self, key), constraint, where=where)
+        kind, colon, ops = str(self.augmentation).partition(":")
+        ops_ok = not colon or (kind == "dsa" and all(op in DSA_OPS for op in ops.split("_")))
+        if kind not in ("dsa", "kornia", "none") or not ops_ok:
+            raise InvalidParameter(f"{where}: augmentation={self.augmentation!r} should be 'dsa', "
+                                   f"'kornia', 'none' or 'dsa:<ops>' with ops from {DSA_OPS} "
+                                   "joined by '_'")
 
     @property
     def total_epochs(self) -> int:
@@ -119,24 +115,28 @@ class Protocol:
         return dataclasses.asdict(self)
 
 
+# the accepted values of every field but ``name`` and ``augmentation`` (checked by hand)
+_BOOL = OneOf(True, False)
+_FIELDS = {"labels": OneOf("hard", "soft"), "optimizer": OneOf("sgd", "adamw"),
+           "lr": Real(0, open_low=True), "momentum": Real(0, 1), "weight_decay": Real(0),
+           "schedule": OneOf("step-reset", "step", "cosine"), "epochs": Int(1),
+           "extra_epoch": _BOOL, "batch_size": Int(1), "standardize": _BOOL, "cutmix": _BOOL,
+           "temperature": Real(0, open_low=True)}
+
 _DC = Protocol("dc", "hard", "sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
                schedule="step-reset", epochs=1000, extra_epoch=True, batch_size=256,
                augmentation="dsa", standardize=True, cutmix=False)
+_FKD = Protocol("fkd", "soft", "adamw", lr=1e-3, momentum=0.0, weight_decay=0.01,
+                schedule="cosine", epochs=300, extra_epoch=False, batch_size=256,
+                augmentation="kornia", standardize=False, cutmix=True)
 
 PROTOCOLS: dict[str, Protocol] = {
     "dc": _DC,
-    "dc300": dataclasses.replace(_DC, name="dc300", epochs=300),
-    "fkd": Protocol("fkd", "soft", "adamw", lr=1e-3, momentum=0.0, weight_decay=0.01,
-                    schedule="cosine", epochs=300, extra_epoch=False, batch_size=256,
-                    augmentation="kornia", standardize=False, cutmix=True),
-    "legacy-hard": Protocol("legacy-hard", "hard", "sgd", lr=0.01, momentum=0.9,
-                            weight_decay=5e-4, schedule="step", epochs=300, extra_epoch=False,
-                            batch_size=256, augmentation="kornia", standardize=False,
-                            cutmix=False),
-    "legacy-soft": Protocol("legacy-soft", "soft", "adamw", lr=1e-3, momentum=0.0,
-                            weight_decay=0.01, schedule="cosine", epochs=300, extra_epoch=False,
-                            batch_size=256, augmentation="kornia", standardize=False,
-                            cutmix=True),
+    "dc300": _DC.replace(name="dc300", epochs=300),
+    "fkd": _FKD,
+    "legacy-hard": _DC.replace(name="legacy-hard", schedule="step", epochs=300, extra_epoch=False,
+                               augmentation="kornia", standardize=False),
+    "legacy-soft": _FKD.replace(name="legacy-soft"),
 }
 
 
@@ -148,10 +148,10 @@ def get_protocol(protocol: str | Protocol | dict) -> Protocol:
         fields = {f.name for f in dataclasses.fields(Protocol)}
         unknown = sorted(set(protocol) - fields)
         if unknown:
-            raise ValueError(f"protocol dict has unknown key(s) {unknown}; keys: {sorted(fields)}")
+            raise InvalidParameter(f"protocol dict has unknown key(s) {unknown}; keys: {sorted(fields)}")
         return Protocol(**protocol)
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; named protocols: {', '.join(PROTOCOLS)}")
+        raise InvalidParameter(f"unknown protocol {protocol!r}; named protocols: {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol]
 
 

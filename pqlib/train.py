@@ -12,26 +12,29 @@ Both are recorded in results: they change float rounding, not what is computed.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 from torch import nn
 from tqdm import tqdm
 
 from . import data as data_mod
-from .augment import cutmix as cutmix_batch
-from .augment import default_augmentation, dsa
+from .augment import cutmix, default_augmentation, dsa
 from .cache import atomic_write, cache_dir, config_hash
+from .checks import CorruptFile, Int, InvalidParameter, OneOf, Optional, Real, checked
 from .distilled import DistilledSet
-from .models import Standardized, build
+from .models import ARCHITECTURES, Standardized, build
 from .protocols import PROTOCOLS, Protocol, channel_stats, get_protocol
 
 __all__ = ["Teacher", "train_teacher", "load_teacher", "train_student", "evaluate",
@@ -40,6 +43,8 @@ __all__ = ["Teacher", "train_teacher", "load_teacher", "train_student", "evaluat
 
 TEACHER_RECIPE = 2  # bump when the teacher training code changes meaning
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+PRECISION = OneOf("auto", "bf16", "fp32")
+DEVICE = Optional | str | torch.device
 
 
 def default_device() -> torch.device:
@@ -47,13 +52,16 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device) if device is not None else default_device()
+
+
+@checked(precision=PRECISION, device=DEVICE)
 def resolve_precision(precision: str = "auto", device: torch.device | str | None = None) -> str:
     """``"auto"`` → ``"bf16"`` where bfloat16 is native (CPUs with AVX512-BF16/AMX, recent
     GPUs), else ``"fp32"``."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision={precision!r} is not one of 'auto', 'bf16', 'fp32'")
     if precision == "auto":
-        device = torch.device(device) if device is not None else default_device()
+        device = _device(device)
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
@@ -66,6 +74,39 @@ def autocast(precision: str, device: torch.device | str = "cpu"):
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+@contextmanager
+def _seeded(seed: int, device: torch.device):
+    """Seed torch's global RNG (model initialisation, kornia, CutMix's ratio) for the block and
+    restore the caller's state after it: results depend on ``seed`` only."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _descend(loss: torch.Tensor, opt: torch.optim.Optimizer, sched) -> None:
+    """One optimiser step on ``loss`` (then one scheduler step, if any)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+
+
+def _epochs(step, n: int, batch: int, epochs: int, g: torch.Generator, desc: str, progress: bool,
+            after_epoch=None) -> None:
+    """``epochs`` passes over ``n`` rows: each in an order drawn from ``g``, cut into batches of
+    ``batch`` (the last one kept), ``step(indices) -> loss`` per batch, then ``after_epoch(e)``."""
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, mininterval=2.0)
+    for epoch in bar:
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, batch):
+            loss = step(perm[i : i + batch])
+        if after_epoch is not None:
+            after_epoch(epoch)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+
+
+@checked(model=nn.Module, testset=data_mod.ImageSet, batch_size=Int(1), precision=PRECISION)
 @torch.no_grad()
 def evaluate(model: nn.Module, testset: data_mod.ImageSet, *, batch_size: int = 500,
              precision: str = "auto") -> float:
@@ -82,9 +123,6 @@ def evaluate(model: nn.Module, testset: data_mod.ImageSet, *, batch_size: int = 
         correct += int((pred == testset.labels[i : i + batch_size]).sum())
     model.train(was_training)
     return 100.0 * correct / len(testset)
-
-
-# ------------------------------------------------------------------------------- teacher
 
 
 @dataclass(frozen=True)
@@ -114,21 +152,38 @@ class Teacher:
     def id(self) -> str:
         return f"{_slug(self.dataset)}-{self.arch}-{config_hash(self.config)}"
 
-    def check_compatible(self, data: data_mod.ImageSet) -> None:
-        """Raise ValueError if this teacher cannot label ``data``."""
-        if self.num_classes != data.num_classes or tuple(self.image_shape) != data.image_shape:
-            raise ValueError(
-                f"teacher {self.id!r} was trained on {self.dataset!r} ({self.num_classes} classes, "
-                f"images {tuple(self.image_shape)}) but the data is {data.name!r} "
-                f"({data.num_classes} classes, images {data.image_shape}); train a teacher for "
-                f"this dataset with train_teacher({data.name!r})"
-            )
+    def check_compatible(self, data: data_mod.ImageSet | DistilledSet) -> None:
+        """Raise :class:`~pqlib.checks.InvalidParameter` if this teacher cannot label ``data``
+        (other classes or image shape)."""
+        shape, k = tuple(data.images.shape[1:]), len(data.classes)
+        if (k, shape) != (self.num_classes, tuple(self.image_shape)):
+            name = getattr(data, "name", None) or getattr(data, "meta", {}).get("dataset", "?")
+            raise InvalidParameter(
+                f"teacher {self.id!r} was trained on {self.dataset!r} and takes images "
+                f"{tuple(self.image_shape)} with {self.num_classes} classes, but the data {name!r} "
+                f"has images {shape} with {k} classes; train a teacher for this dataset with "
+                f"train_teacher({name!r})")
+
+    def save(self, path: str | Path) -> None:
+        """Write the weights and metadata to one safetensors file (atomically); read it back
+        with :func:`load_teacher`."""
+        info = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        with atomic_write(Path(path)) as f:
+            f.write(save(state, metadata={"teacher": json.dumps(info)}))
 
 
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)[:40]
 
 
+# the knobs of a teacher training (shared by teacher_config and train_teacher)
+_TEACHER_KNOBS = dict(dataset=str, arch=OneOf(*ARCHITECTURES), epochs=Optional | Int(1),
+                      batch_size=Int(1), lr=Real(0, open_low=True), augment=bool, seed=Int(0),
+                      precision=PRECISION)
+
+
+@checked(**_TEACHER_KNOBS)
 def teacher_config(dataset: str, arch: str = "convnet_bn", *, epochs: int | None = None,
                    batch_size: int = 256, lr: float = 2e-3, augment: bool = False, seed: int = 0,
                    precision: str = "auto") -> dict:
@@ -138,12 +193,12 @@ def teacher_config(dataset: str, arch: str = "convnet_bn", *, epochs: int | None
     trained on one machine are found on another; the precision actually used is stored with
     the weights.
     """
-    resolve_precision(precision)  # validate
     return {"dataset": dataset, "arch": arch, "epochs": epochs, "batch_size": batch_size,
             "lr": lr, "augment": augment, "seed": seed, "precision": precision,
             "recipe": TEACHER_RECIPE}
 
 
+@checked(**_TEACHER_KNOBS, device=DEVICE, cache=bool, progress=bool)
 def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: int | None = None,
                   batch_size: int = 256, lr: float = 2e-3, augment: bool = False, seed: int = 0,
                   precision: str = "auto", device: str | None = None, cache: bool = True,
@@ -164,7 +219,7 @@ def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: i
     cfg = teacher_config(dataset, arch, epochs=epochs, batch_size=batch_size, lr=lr,
                          augment=augment, seed=seed, precision=precision)
     name = f"teacher-{_slug(dataset)}-{arch}-{config_hash(cfg)}"
-    device = torch.device(device) if device is not None else default_device()
+    device = _device(device)
     for folder in (WEIGHTS_DIR, cache_dir("teachers")):
         if cache and (folder / f"{name}.safetensors").exists():
             return load_teacher(folder / f"{name}.safetensors", device=device)
@@ -177,73 +232,56 @@ def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: i
     if epochs is None:
         epochs = max(3, math.ceil(600 / steps_per_epoch))
     start = time.perf_counter()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with _seeded(seed, device):
         model = build(arch, c, train.num_classes, h).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs,
                                                     steps_per_epoch=steps_per_epoch)
-        g = torch.Generator().manual_seed(seed)
         aug = default_augmentation(train.image_shape) if augment else None
-        bar = tqdm(range(epochs), desc=f"teacher {arch} on {dataset}", disable=not progress)
-        for _ in bar:
-            model.train()
-            perm = torch.randperm(len(train), generator=g)
-            for i in range(0, len(train), batch_size):
-                idx = perm[i : i + batch_size]
-                x = train.images[idx].to(device)
-                x = x if aug is None else aug(x)
-                with autocast(precision, device):
-                    loss = F.cross_entropy(model(x), train.labels[idx].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+
+        def step(idx: torch.Tensor) -> torch.Tensor:
+            x = train.images[idx].to(device)
+            x = x if aug is None else aug(x)
+            with autocast(precision, device):
+                loss = F.cross_entropy(model(x), train.labels[idx].to(device))
+            _descend(loss, opt, sched)
+            return loss
+
+        model.train()
+        _epochs(step, len(train), batch_size, epochs, torch.Generator().manual_seed(seed),
+                f"teacher {arch} on {dataset}", progress)
     seconds = time.perf_counter() - start
     model.eval()
     acc = evaluate(model, test, precision=precision)
     teacher = Teacher(model, acc, arch, dataset, cfg, seconds, train.num_classes, train.image_shape)
     if cache:
-        _save_teacher(teacher, cache_dir("teachers") / f"{name}.safetensors")
+        teacher.save(cache_dir("teachers") / f"{name}.safetensors")
     return teacher
 
 
-def _save_teacher(teacher: Teacher, path: Path) -> None:
-    info = {"accuracy": teacher.accuracy, "arch": teacher.arch, "dataset": teacher.dataset,
-            "config": teacher.config, "seconds": teacher.seconds,
-            "num_classes": teacher.num_classes, "image_shape": list(teacher.image_shape)}
-    state = {k: v.detach().cpu().contiguous() for k, v in teacher.model.state_dict().items()}
-    with atomic_write(path) as f:
-        f.write(_safetensors_bytes(state, {"teacher": json.dumps(info)}))
-
-
-def _safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
-    from safetensors.torch import save
-
-    return save(tensors, metadata=metadata)
-
-
 def load_teacher(path: str | Path, *, device: str | torch.device = "cpu") -> Teacher:
-    """Load a teacher saved by :func:`train_teacher` (weights + metadata in one safetensors file)."""
-    from safetensors import safe_open
-
+    """Load a teacher saved by :meth:`Teacher.save` (weights + metadata in one safetensors file)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"teacher weights {str(path)!r} not found")
-    with safe_open(str(path), "pt") as f:
-        info = json.loads(f.metadata()["teacher"])
+    try:
+        with safe_open(str(path), "pt") as f:
+            info = json.loads(f.metadata()["teacher"])
+        state = load_file(str(path))
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
+        raise CorruptFile(path, "teacher weights file", "delete it; train_teacher(...) trains "
+                          f"and caches the teacher again ({type(err).__name__})") from None
+    info["image_shape"] = tuple(info["image_shape"])
     c, h, _ = info["image_shape"]
     model = build(info["arch"], c, info["num_classes"], h)
-    model.load_state_dict(load_file(str(path)))
-    model.to(device).eval()
-    return Teacher(model, info["accuracy"], info["arch"], info["dataset"], info["config"],
-                   info["seconds"], info["num_classes"], tuple(info["image_shape"]))
+    model.load_state_dict(state)
+    return Teacher(model.to(device).eval(), **info)
 
 
-# ------------------------------------------------------------------------------- student
-
-
+@checked(distilled=DistilledSet, protocol=Optional | str | Protocol | dict,
+         teacher=Optional | Teacher, arch=OneOf(*ARCHITECTURES), epochs=Optional | Int(1),
+         use_weights=bool, seed=Int(0), precision=PRECISION, device=DEVICE,
+         compile=OneOf(True, False, "auto"), progress=bool)
 def train_student(distilled: DistilledSet, protocol: str | Protocol | None = None, *,
                   teacher: Teacher | None = None, arch: str = "convnet", epochs: int | None = None,
                   use_weights: bool = True, seed: int = 0, precision: str = "auto",
@@ -261,7 +299,8 @@ def train_student(distilled: DistilledSet, protocol: str | Protocol | None = Non
     epochs : override the protocol's E (``protocol.replace(epochs=...)``)
     use_weights : multiply each sample's loss by its weight (batch-mean normalised to 1);
         ``False`` trains with uniform weights
-    seed : seeds the model initialisation, batch order and augmentation
+    seed : seeds the model initialisation, batch order and augmentation (torch's global RNG
+        is seeded inside and restored after: the result does not depend on its state)
     precision : ``"auto"``, ``"bf16"`` (bfloat16 autocast) or ``"fp32"``
     device : where to train (default: CUDA when available, else CPU)
     compile : ``torch.compile`` the student (and teacher) forward; ``"auto"`` compiles when the
@@ -274,17 +313,16 @@ def train_student(distilled: DistilledSet, protocol: str | Protocol | None = Non
     :class:`~pqlib.models.Standardized` wrapper when the protocol standardises inputs)
     """
     protocol = get_protocol(protocol or ("fkd" if teacher is not None else "dc")).replace(epochs=epochs)
-    device = torch.device(device) if device is not None else default_device()
+    device = _device(device)
     precision = resolve_precision(precision, device)
     if (protocol.labels == "soft") != (teacher is not None):
-        raise ValueError(f"protocol {protocol.name!r} trains with {protocol.labels} labels: "
-                         + ("pass teacher=..." if teacher is None else "pass teacher=None"))
+        raise InvalidParameter(f"protocol {protocol.name!r} trains with {protocol.labels} labels: "
+                               + ("pass teacher=..." if teacher is None else "pass teacher=None"))
     if teacher is not None:
-        _check_teacher(teacher, distilled)
+        teacher.check_compatible(distilled)
         teacher.model.to(device).eval()
     c, h, _ = distilled.images.shape[1:]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with _seeded(seed, device):
         net = build(arch, c, len(distilled.classes), h).to(device)
         loop = _StudentLoop(protocol, distilled, net, teacher, use_weights, seed, precision,
                             device, compile)
@@ -294,25 +332,15 @@ def train_student(distilled: DistilledSet, protocol: str | Protocol | None = Non
     return model
 
 
+@checked(compile=OneOf(True, False, "auto"), steps=Int(0), batch=Int(1))
 def should_compile(compile: bool | str, steps: int, batch: int, device: torch.device) -> bool:
     """Whether :func:`train_student` compiles: ``compile`` if a bool; for ``"auto"``, when the run
     sees at least 50,000 images (compilation costs ~15 s on 2 CPU cores) on a device with a
     compiler (a C++ compiler on CPU)."""
     if isinstance(compile, bool):
         return compile
-    if compile != "auto":
-        raise ValueError(f"compile={compile!r} must be True, False or 'auto'")
     has_compiler = device.type == "cuda" or shutil.which("c++") or shutil.which("g++")
     return bool(has_compiler) and steps * batch >= 50_000
-
-
-def _check_teacher(teacher: Teacher, distilled: DistilledSet) -> None:
-    shape = tuple(teacher.image_shape)
-    if shape != tuple(distilled.images.shape[1:]) or teacher.num_classes != len(distilled.classes):
-        raise ValueError(
-            f"teacher {teacher.id!r} takes images {shape} with {teacher.num_classes} classes; the "
-            f"distilled set has images {tuple(distilled.images.shape[1:])} with "
-            f"{len(distilled.classes)} classes")
 
 
 class _StudentLoop:
@@ -332,29 +360,30 @@ class _StudentLoop:
         self.total_steps = protocol.total_epochs * math.ceil(len(self.x) / self.batch)
         self.w = distilled.weights if use_weights else torch.ones(len(distilled))
         self.g = torch.Generator().manual_seed(seed)
-        c = self.x.shape[1]
-        self.net = net
-        self.model = net
+        self.net = self.model = net
         if protocol.standardize:
             mean, std = channel_stats(distilled.meta.get("dataset"), distilled.images)
             self.model = Standardized(net, mean, std).to(device)
-        self.strategy = protocol.dsa_strategy(c)
-        self.kornia = default_augmentation(tuple(self.x.shape[1:])) if protocol.augmentation == "kornia" else None
-        self.forward, self.label = net, (teacher.model if teacher is not None else None)
-        self.compiled, self._compile_checked = False, False
-        if should_compile(compile, self.total_steps, self.batch, device):
-            self.forward = torch.compile(net, dynamic=False)
-            if teacher is not None:
-                self.label = torch.compile(teacher.model, dynamic=False)
-            self.compiled = True
+        strategy = protocol.dsa_strategy(self.x.shape[1])
+        self.augment = (default_augmentation(tuple(self.x.shape[1:])) if protocol.augmentation == "kornia"
+                        else functools.partial(dsa, strategy=strategy, generator=self.g) if strategy
+                        else nn.Identity())
+        self._compile(should_compile(compile, self.total_steps, self.batch, device))
+        self._compile_checked = False
         self.opt = self._optimizer(protocol.lr)
-        total = self.total_steps
+        self.sched = None  # "step-reset": a fresh optimiser at a tenth of the lr, in run()
         if protocol.schedule == "step":
-            self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, [total // 2], gamma=0.1)
+            self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, [self.total_steps // 2],
+                                                              gamma=0.1)
         elif protocol.schedule == "cosine":
-            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, total)
-        else:
-            self.sched = None
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, self.total_steps)
+
+    def _compile(self, compiled: bool) -> None:
+        """Run the student (and teacher) forward through ``torch.compile`` or eagerly."""
+        wrap = (lambda m: torch.compile(m, dynamic=False)) if compiled else (lambda m: m)
+        self.forward = wrap(self.net)
+        self.label = wrap(self.teacher.model) if self.teacher is not None else None
+        self.compiled = compiled
 
     def _optimizer(self, lr: float) -> torch.optim.Optimizer:
         p = self.p
@@ -364,25 +393,15 @@ class _StudentLoop:
         return torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=p.weight_decay)
 
     def run(self, progress: bool) -> None:
-        p, n, bs = self.p, len(self.x), self.batch
-        self.net.train()
-        bar = tqdm(range(p.total_epochs), desc=f"student ({p.name})", disable=not progress,
-                   mininterval=2.0)
-        loss = None
-        for epoch in bar:
-            perm = torch.randperm(n, generator=self.g)
-            for i in range(0, n, bs):
-                loss = self.step(perm[i : i + bs])
+        p = self.p
+
+        def reset(epoch: int) -> None:
             if p.schedule == "step-reset" and epoch == p.epochs // 2 + 1:
                 self.opt = self._optimizer(p.lr * 0.1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kornia is not None:
-            return self.kornia(x)
-        if self.strategy is not None:
-            return dsa(x, self.strategy, generator=self.g)
-        return x
+        self.net.train()
+        _epochs(self.step, len(self.x), self.batch, p.total_epochs, self.g,
+                f"student ({p.name})", progress, reset)
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         """One optimiser step on the rows ``idx``; the first compiled step falls back to eager
@@ -397,8 +416,7 @@ class _StudentLoop:
                           "training this student eagerly", RuntimeWarning, stacklevel=3)
             self.g.set_state(states[0])
             torch.set_rng_state(states[1])
-            self.forward, self.compiled = self.net, False
-            self.label = self.teacher.model if self.teacher is not None else None
+            self._compile(False)
             return self._step(idx)
         self._compile_checked = True
         return loss
@@ -408,9 +426,9 @@ class _StudentLoop:
         x, y, w = self.x[idx].to(dev), self.y[idx].to(dev), self.w[idx].to(dev)
         if self.p.standardize:
             x = self.model.standardize(x)
-        x = self._augment(x)
+        x = self.augment(x)
         if self.p.cutmix:
-            x, src, lam = cutmix_batch(x, generator=self.g)
+            x, src, lam = cutmix(x, generator=self.g)
             src = src.to(dev)
             w = lam * w + (1 - lam) * w[src]
         w = w / w.mean().clamp_min(1e-12)
@@ -428,9 +446,5 @@ class _StudentLoop:
             loss_i = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(target / t, 1),
                               reduction="none", log_target=True).sum(1)
         loss = (w * loss_i).mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        if self.sched is not None:
-            self.sched.step()
+        _descend(loss, self.opt, self.sched)
         return loss

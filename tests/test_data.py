@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pqlib import data as data_mod
+from pqlib.checks import CorruptFile, InvalidParameter
 from pqlib.data import load, train_val_split
 
 
@@ -43,7 +44,7 @@ def test_corrupt_cache_is_detected_removed_and_refetched(tmp_path, monkeypatch):
         shutil.copy(real, dest)
         fetched.append(dest)
 
-    monkeypatch.setattr(data_mod, "_fetch_mnist", fetch_from_first_cache)
+    monkeypatch.setattr(data_mod, "fetch_mnist", fetch_from_first_cache)
     with pytest.warns(RuntimeWarning, match="corrupt"):
         path = data_mod.mnist_archive()
     assert fetched == [cached] and data_mod.md5sum(path) == data_mod.MNIST_MD5
@@ -51,8 +52,8 @@ def test_corrupt_cache_is_detected_removed_and_refetched(tmp_path, monkeypatch):
 
 def test_fetch_with_wrong_checksum_raises_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
-    monkeypatch.setattr(data_mod, "_fetch_mnist", lambda dest: dest.write_bytes(b"garbage"))
-    with pytest.raises(OSError, match="md5"):
+    monkeypatch.setattr(data_mod, "fetch_mnist", lambda dest: dest.write_bytes(b"garbage"))
+    with pytest.raises(CorruptFile, match="mnist.pkl.gz is not a readable MNIST archive; its md5"):
         data_mod.mnist_archive()
     assert not (tmp_path / "data" / "mnist.pkl.gz").exists()
 
@@ -144,5 +145,23 @@ def test_imagefolder_names_a_corrupt_image(tmp_path):
     bad = tmp_path / "b" / "1.png"
     bad.parent.mkdir()
     bad.write_bytes(b"not a png at all")
-    with pytest.raises(ValueError, match=r"1\.png' is not a readable image.*remove or replace"):
+    with pytest.raises(CorruptFile, match=r"1\.png is not a readable image; remove or replace"):
         load(f"imagefolder:{tmp_path}")
+
+
+def test_corrupt_idx_file_is_named(tmp_path):
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x01\x02\x03\x04garbage")
+    with pytest.raises(CorruptFile, match="t10k-images-idx3-ubyte is not a readable unsigned-byte"):
+        load(f"mnist:{tmp_path}", "test")
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte\[.gz\] not found"):
+        load(f"mnist:{tmp_path}", "test")
+
+
+def test_arguments_are_checked(digits):
+    with pytest.raises(InvalidParameter, match="load: resize=0 should be .*an integer >= 1"):
+        load("digits", resize=0)
+    with pytest.raises(InvalidParameter, match="n_val=1437 should be < len"):
+        train_val_split(digits, len(digits))
+    with pytest.raises(InvalidParameter, match="n_val=0 should be an integer >= 1"):
+        train_val_split(digits, 0)

@@ -31,8 +31,10 @@ def test_batchnorm_inputs_records_every_bn_layer():
     model = build("convnet_bn", 1, 10, 28).eval()
     with batchnorm_inputs(model) as rec:
         model(torch.rand(3, 1, 28, 28))
-    assert len(rec.inputs) == 3 and [t.shape[1] for t in rec.inputs] == [128] * 3
-    assert not any(h for h in rec._handles)
+    assert len(rec.layers) == len(rec.inputs) == 3 and [t.shape[1] for t in rec.inputs] == [128] * 3
+    kept = list(rec.inputs)
+    model(torch.rand(2, 1, 28, 28))  # after the block the hooks are gone
+    assert all(a is b for a, b in zip(rec.inputs, kept))
 
 
 def test_bad_arguments():

@@ -138,3 +138,19 @@ def test_a_failing_compiler_falls_back_to_eager(small_set, monkeypatch):
     eager = train_student(d, "dc", compile=False, **kw)
     assert all(torch.equal(p, q) for p, q in
                zip(fallback.state_dict().values(), eager.state_dict().values()))
+
+
+def test_protocol_fields_and_augmentation_arguments_are_checked():
+    from pqlib.augment import cutmix
+    from pqlib.checks import InvalidParameter
+
+    dc = get_protocol("dc")
+    with pytest.raises(InvalidParameter, match="protocol 'dc': lr=0 should be a number > 0"):
+        dc.replace(lr=0)
+    with pytest.raises(InvalidParameter, match="augmentation='dsa:crop_blur' should be"):
+        dc.replace(augmentation="dsa:crop_blur")
+    assert dc.replace(augmentation="dsa:crop_flip").dsa_strategy(1) == "crop"
+    with pytest.raises(InvalidParameter, match="dsa: generator=0 should be .*a Generator"):
+        dsa(torch.rand(2, 1, 8, 8), "crop", generator=0)
+    with pytest.raises(InvalidParameter, match="cutmix: beta=0 should be a number > 0"):
+        cutmix(torch.rand(2, 1, 8, 8), beta=0)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from pqlib.checks import CorruptFile, InvalidParameter
 from pqlib.distilled import DistilledSet
 from pqlib.methods import distill
 from pqlib.train import evaluate, load_teacher, train_student, train_teacher
@@ -15,11 +16,22 @@ def test_teacher_learns_digits_and_is_cached(digits_teacher):
 
 
 def test_teacher_round_trip(tmp_path, digits_teacher):
-    from pqlib.train import _save_teacher
-
-    _save_teacher(digits_teacher, tmp_path / "t.safetensors")
+    digits_teacher.save(tmp_path / "t.safetensors")
     back = load_teacher(tmp_path / "t.safetensors")
     assert back.id == digits_teacher.id and back.accuracy == digits_teacher.accuracy
+    assert back.image_shape == digits_teacher.image_shape == (1, 8, 8)
+    for a, b in zip(digits_teacher.model.state_dict().values(), back.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_corrupt_teacher_file_names_the_file_and_the_fix(tmp_path):
+    bad = tmp_path / "t.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    with pytest.raises(CorruptFile, match=r"t\.safetensors is not a readable teacher weights "
+                       r"file; delete it"):
+        load_teacher(bad)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_teacher(tmp_path / "missing.safetensors")
 
 
 def test_hard_label_student_beats_chance_and_is_deterministic(digits, digits_test):
@@ -30,6 +42,56 @@ def test_hard_label_student_beats_chance_and_is_deterministic(digits, digits_tes
     assert a1 == a2 and a1 > 60.0
     for p, q in zip(m1.parameters(), m2.parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_student_depends_on_its_seed_only(digits, digits_teacher, soft):
+    """Same seed, same student, whatever state the global RNG was left in by earlier code; the
+    caller's global RNG state is left as it was (model init, kornia and CutMix draw from it)."""
+    d = distill("random", digits, 3, seed=0)
+    kw = dict(epochs=3, seed=7, compile=False, progress=False,
+              teacher=digits_teacher if soft else None)
+    first = train_student(d, **kw)
+    torch.manual_seed(123)
+    torch.rand(5)
+    state = torch.get_rng_state()
+    second = train_student(d, **kw)
+    assert torch.equal(torch.get_rng_state(), state)
+    for p, q in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+def test_teacher_depends_on_its_seed_only():
+    kw = dict(epochs=1, augment=True, seed=2, cache=False, progress=False)
+    first = train_teacher("digits", **kw)
+    torch.manual_seed(123)
+    torch.rand(5)
+    state = torch.get_rng_state()
+    second = train_teacher("digits", **kw)
+    assert torch.equal(torch.get_rng_state(), state)
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seed": -1}, "train_student: seed=-1 should be an integer >= 0"),
+    ({"epochs": 0}, "epochs=0 should be one of None or an integer >= 1"),
+    ({"precision": "fp16"}, "precision='fp16' should be one of 'auto', 'bf16', 'fp32'"),
+    ({"compile": "yes"}, "compile='yes' should be one of True, False, 'auto'"),
+    ({"arch": "vgg"}, "arch='vgg' should be one of 'convnet', 'convnet_bn', 'resnet18'"),
+])
+def test_student_arguments_are_checked_before_training(digits, kwargs, message):
+    d = distill("random", digits, 1, seed=0)
+    with pytest.raises(InvalidParameter) as e:
+        train_student(d, progress=False, **kwargs)
+    assert message in str(e.value)
+
+
+def test_teacher_arguments_are_checked_before_training():
+    with pytest.raises(InvalidParameter, match="train_teacher: lr=0 should be a number > 0"):
+        train_teacher("digits", lr=0)
+    with pytest.raises(InvalidParameter, match="arch='vgg' should be one of"):
+        train_teacher("digits", "vgg")
 
 
 def test_soft_label_student_on_mnist():

@@ -113,6 +113,8 @@ class OneOf(Constraint):
         return any(value is v or (type(value) is type(v) and value == v) for v in self.values)
 
     def describe(self) -> str:
+        if len(self.values) == 1:
+            return repr(self.values[0])
         return "one of " + ", ".join(map(repr, self.values))
 
 
@@ -143,14 +145,28 @@ def _bounds(low, high, left: str, right: str) -> str:
 
 
 def _as_constraint(c) -> Constraint:
-    return c if isinstance(c, Constraint) else _Type(c, f"a {c.__name__}")
+    """A constraint, or a type (or tuple of types) as one."""
+    if isinstance(c, Constraint):
+        return c
+    names = [t.__name__ for t in (c if isinstance(c, tuple) else (c,))]
+    return _Type(c, " or ".join(f"{'an' if n[0] in 'AEIOUaeiou' else 'a'} {n}" for n in names))
 
 
-def check(name: str, value, constraint: Constraint, *, where: str = "") -> None:
-    """Raise :class:`InvalidParameter` unless ``value`` satisfies ``constraint``."""
+def _short(value) -> str:
+    """``repr`` for scalars and short values; type and shape for tensors and long reprs."""
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return f"<{type(value).__name__} of shape {tuple(value.shape)}>"
+    text = repr(value)
+    return text if len(text) <= 80 else f"<{type(value).__name__}>"
+
+
+def check(name: str, value, constraint, *, where: str = "") -> None:
+    """Raise :class:`InvalidParameter` unless ``value`` satisfies ``constraint`` (a
+    :class:`Constraint` or a type)."""
+    constraint = _as_constraint(constraint)
     if not constraint.accepts(value):
         prefix = f"{where}: " if where else ""
-        raise InvalidParameter(f"{prefix}{name}={value!r} should be {constraint.describe()}")
+        raise InvalidParameter(f"{prefix}{name}={_short(value)} should be {constraint.describe()}")
 
 
 def checked(**constraints):

@@ -68,3 +68,17 @@ def test_corrupt_file_names_the_file_and_the_fix(tmp_path):
     e = CorruptFile(tmp_path / "a.png", "image", "remove or replace the file")
     assert str(e) == f"{tmp_path / 'a.png'} is not a readable image; remove or replace the file"
     assert isinstance(e, ValueError)
+
+
+def test_messages_stay_short_and_read_well():
+    @checked(n=OneOf(None) | Int(1), kind=str, data=(list, tuple))
+    def g(n=None, kind="a", data=()):
+        return n
+
+    with pytest.raises(InvalidParameter, match=r"n=0 should be None or an integer >= 1"):
+        g(n=0)
+    with pytest.raises(InvalidParameter, match=r"kind=3 should be a str$"):
+        g(kind=3)
+    with pytest.raises(InvalidParameter, match=r"data=<Tensor of shape \(500, 3\)> should be a "
+                                               r"list or a tuple$"):
+        g(data=torch.zeros(500, 3))

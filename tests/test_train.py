@@ -75,7 +75,7 @@ def test_teacher_depends_on_its_seed_only():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"seed": -1}, "train_student: seed=-1 should be an integer >= 0"),
-    ({"epochs": 0}, "epochs=0 should be one of None or an integer >= 1"),
+    ({"epochs": 0}, "epochs=0 should be None or an integer >= 1"),
     ({"precision": "fp16"}, "precision='fp16' should be one of 'auto', 'bf16', 'fp32'"),
     ({"compile": "yes"}, "compile='yes' should be one of True, False, 'auto'"),
     ({"arch": "vgg"}, "arch='vgg' should be one of 'convnet', 'convnet_bn', 'resnet18'"),

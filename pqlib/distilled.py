@@ -11,8 +11,6 @@ Directory layout written by :meth:`DistilledSet.save` (read by other tools, keep
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,20 +106,16 @@ class DistilledSet:
 
         directory = Path(directory)
         with atomic_dir(directory, overwrite=overwrite) as tmp:
-            rows = []
+            rows = ["path,label,weight"]  # paths hold no commas or quotes: plain CSV
             pixels = (self.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for i, (img, label, weight) in enumerate(zip(pixels, self.labels.tolist(),
                                                          self.weights.tolist())):
-                rel = Path("images") / str(label) / f"{i}.png"
-                (tmp / rel.parent).mkdir(parents=True, exist_ok=True)
+                rel = f"images/{label}/{i}.png"
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 arr = img[:, :, 0] if img.shape[2] == 1 else img
                 Image.fromarray(np.ascontiguousarray(arr)).save(tmp / rel)
-                rows.append((rel.as_posix(), label, repr(weight)))
-            buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(["path", "label", "weight"])
-            writer.writerows(rows)
-            (tmp / "distilled.csv").write_text(buf.getvalue())
+                rows.append(f"{rel},{label},{weight!r}")
+            (tmp / "distilled.csv").write_text("\n".join(rows) + "\n")
             meta = dict(self.report.to_dict(), classes=list(self.classes))
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
             save_file({"images": self.images, "labels": self.labels, "weights": self.weights},

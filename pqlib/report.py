@@ -17,7 +17,7 @@ the prior's latents; WMDD: the teacher's features) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -52,19 +52,12 @@ class W2:
         return 100.0 * (1 - self.weighted / self.uniform)
 
     def to_dict(self) -> dict:
-        """JSON form: ``weighted``, ``uniform``, then ``voronoi`` and the per-class lists if any."""
-        out = {"weighted": self.weighted, "uniform": self.uniform}
-        if self.voronoi is not None:
-            out["voronoi"] = self.voronoi
-        if self.per_class_weighted:
-            out.update(per_class_weighted=list(self.per_class_weighted),
-                       per_class_uniform=list(self.per_class_uniform))
-        return out
+        """JSON form: the fields, without ``voronoi`` and the per-class values when unset."""
+        return {k: v for k, v in asdict(self).items() if v is not None and v != ()}
 
     @classmethod
     def from_dict(cls, d: dict) -> W2:
-        return cls(d["weighted"], d["uniform"], tuple(d.get("per_class_weighted", ())),
-                   tuple(d.get("per_class_uniform", ())), d.get("voronoi"))
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def class_w2(x: torch.Tensor, x_labels: torch.Tensor, points: torch.Tensor,

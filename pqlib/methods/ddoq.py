@@ -53,12 +53,8 @@ def quantize_class(z: torch.Tensor, k: int, *, quantizer: str, seed: int, iters:
 
 def class_weights(q, weights: str) -> torch.Tensor:
     """Per-point weights (k,) of a quantizer under a weighting scheme, summing to 1."""
-    if weights == "voronoi":
-        w = q.weights.double()
-    elif weights == "sqrt":
-        w = q.weights.double().sqrt()
-    else:
-        w = torch.ones(len(q.weights), dtype=torch.float64)
+    mass = q.weights.double()
+    w = {"voronoi": mass, "sqrt": mass.sqrt(), "uniform": torch.ones_like(mass)}[weights]
     return (w / w.sum()).float()
 
 

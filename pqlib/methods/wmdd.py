@@ -43,8 +43,7 @@ BnStatistics = list[tuple[torch.Tensor, torch.Tensor]]  # (mean, variance) per B
 
 
 @torch.no_grad()
-def class_bn_statistics(teacher: Teacher, images: torch.Tensor, batch_size: int = 500
-                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def class_bn_statistics(teacher: Teacher, images: torch.Tensor, batch_size: int = 500) -> BnStatistics:
     """Per-channel (mean, variance) of the input of every BN layer of the teacher over ``images``.
 
     One float32 forward pass: each batch's per-channel mean and centred sum of squares come from
@@ -74,8 +73,7 @@ def _merge_moments(a, b):
     return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
 
 
-def cached_class_bn_statistics(teacher: Teacher, data: ImageSet
-                               ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+def cached_class_bn_statistics(teacher: Teacher, data: ImageSet) -> list[BnStatistics]:
     """:func:`class_bn_statistics` of every class of ``data`` (indexed by class, then layer),
     cached under ``$PQLIB_CACHE/bn_statistics`` by teacher and data."""
     def compute() -> dict[str, torch.Tensor]:

@@ -126,7 +126,8 @@ if report.method_w2:
     print(f"W2 in the method's {space} space: weighted {own.weighted:.4f}, uniform "
           f"{own.uniform:.4f} ({own.reduction_pct:.1f} % lower with the weights)")
 print(f"W2 in teacher feature space: weighted {fw2.weighted:.3f}, uniform {fw2.uniform:.3f}")
-fig = plotting.w2_per_class(fw2, classes=train.classes, title=f"{variant}, IPC {ipc}: feature-space W2")
+fig = plotting.w2_per_class(fw2, classes=train.classes,
+                            title=f"{variant}, IPC {ipc}: feature-space W2")
 plt.show()
 
 # %% [markdown]
@@ -138,7 +139,8 @@ plt.show()
 
 # %%
 students = {}
-kinds = [("soft", tch, soft_protocol)] * bool(soft_labels) + [("hard", None, hard_protocol)] * bool(hard_labels)
+kinds = ([("soft", tch, soft_protocol)] * bool(soft_labels)
+         + [("hard", None, hard_protocol)] * bool(hard_labels))
 for kind, labeller, name in kinds:
     protocol = get_protocol(name).replace(epochs=epochs or None)
     t0 = time.perf_counter()
@@ -146,7 +148,8 @@ for kind, labeller, name in kinds:
                           compile=compile, progress=False)
     s = students[kind] = StudentResult(evaluate(model, test), time.perf_counter() - t0,
                                        protocol, model.compiled)
-    print(f"{kind} labels: {s.accuracy:.2f} % test accuracy ({s.seconds:.0f} s); protocol {protocol}")
+    print(f"{kind} labels: {s.accuracy:.2f} % test accuracy ({s.seconds:.0f} s); "
+          f"protocol {protocol}")
 
 # %% [markdown]
 # ## Result record

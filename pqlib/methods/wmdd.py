@@ -135,16 +135,18 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     with stages("synthesize"):  # 3. images whose features hit the barycenter points
         g = torch.Generator().manual_seed(seed)
         start = (torch.rand((len(labels), *data.image_shape), generator=g) if init == "noise"
-                 else data.images[common.random_per_class(data, ipc, g)].clone())
+                 else data.images[common.random_per_class(data, ipc, g)])
         images, history = synthesize(teacher, start, targets, stats, iterations=iterations, lr=lr,
                                      bn_weight=bn_weight, jitter=jitter, precision=precision,
                                      seed=seed, progress=progress)
+    w2_synthesized = class_w2(feats, data.labels, common.features(teacher, images), labels, weights)
     report = DistillReport(
         teacher=teacher.id, stage_seconds=stages.seconds, w2_feature=w2,
-        w2_feature_synthesized=class_w2(feats, data.labels, common.features(teacher, images), labels, weights),
+        w2_feature_synthesized=w2_synthesized, barycenters=tuple(barys),
         loss_history=[list(h) for h in history[:: max(1, len(history) // 100)]],
-        loss_first_last=[history[0][0], history[-1][0]] if history else None, barycenters=tuple(barys))
-    return DistilledSet(images, labels, weights, data.classes, report)  # 4. barycenter weights
+        loss_first_last=[history[0][0], history[-1][0]] if history else None)
+    # 4. the barycenter weights are the images' training weights
+    return DistilledSet(images, labels, weights, data.classes, report)
 
 
 def synthesize(teacher: Teacher, start: torch.Tensor, targets: torch.Tensor,

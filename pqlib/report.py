@@ -116,8 +116,9 @@ class DistillReport:
     extra : keys of a saved report this version does not know (kept, and written back)
 
     :meth:`to_dict` / :meth:`from_dict` convert to and from the JSON of ``meta.json``, whose
-    layout is that of pqlib 0.1's ``DistilledSet.meta`` (plus ``w2_reduction_pct`` beside
-    ``w2_latent``), so sets saved by earlier versions load.
+    layout is that of pqlib 0.1's ``DistilledSet.meta``, so sets saved by earlier versions load
+    (``w2_reduction_pct``, written beside ``w2_latent``, is recomputed from it; WMDD's feature
+    W2 now also carries its per-class values).
     """
 
     method: str | None = None

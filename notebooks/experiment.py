@@ -80,9 +80,8 @@ import pqlib
 from pqlib import plotting
 from pqlib.methods.common import feature_w2
 from pqlib.protocols import get_protocol
-from pqlib.provenance import provenance
-from pqlib.results import write_record
-from pqlib.train import evaluate, resolve_precision, train_student, train_teacher
+from pqlib.results import StudentResult, build_record, write_record
+from pqlib.train import evaluate, train_student, train_teacher
 
 if threads:
     torch.set_num_threads(threads)
@@ -113,9 +112,9 @@ print(f"{dataset}: {len(train)} training / {len(test)} test images {train.image_
 
 # %%
 distilled = pqlib.distill(method, train, ipc, seed=seed, progress=False, **options)
-meta = distilled.meta
-print(f"{variant}: {len(distilled)} images in {meta['wall_time_s']:.1f} s; stages (s): "
-      f"{meta.get('stage_seconds', {})}")
+report = distilled.report
+print(f"{variant}: {len(distilled)} images in {report.wall_time_s:.1f} s; stages (s): "
+      f"{report.stage_seconds or {}}")
 
 # %% [markdown]
 # Each column is a class; the number under an image is its training weight within its class
@@ -135,16 +134,13 @@ plt.show()
 
 # %%
 fw2 = feature_w2(tch, train, distilled)
-own = meta.get("w2_latent") or meta.get("w2_feature")
-w2 = None
-if own:
-    w2 = {"space": "latent" if "w2_latent" in meta else "feature",
-          "weighted": own["weighted"], "uniform": own["uniform"],
-          "reduction_pct": 100 * (1 - own["weighted"] / own["uniform"])}
-    print(f"W2 in the method's {w2['space']} space: weighted {w2['weighted']:.4f}, "
-          f"uniform {w2['uniform']:.4f} ({w2['reduction_pct']:.1f} % lower with the weights)")
-print(f"W2 in teacher feature space: weighted {fw2['weighted']:.3f}, uniform {fw2['uniform']:.3f}")
-fig = plotting.w2_per_class(fw2, classes=train.classes, title=f"{variant}, IPC {ipc}: feature-space W2")
+if report.method_w2:
+    space, own = report.method_w2
+    print(f"W2 in the method's {space} space: weighted {own.weighted:.4f}, uniform "
+          f"{own.uniform:.4f} ({own.reduction_pct:.1f} % lower with the weights)")
+print(f"W2 in teacher feature space: weighted {fw2.weighted:.3f}, uniform {fw2.uniform:.3f}")
+fig = plotting.w2_per_class(fw2, classes=train.classes,
+                            title=f"{variant}, IPC {ipc}: feature-space W2")
 plt.show()
 
 # %% [markdown]
@@ -155,48 +151,33 @@ plt.show()
 # tested once on the test split.
 
 # %%
-accuracy, train_seconds, protocols, compiled = {}, {}, {}, {}
-kinds = [("soft", tch, soft_protocol)] * bool(soft_labels) + [("hard", None, hard_protocol)] * bool(hard_labels)
+students = {}
+kinds = ([("soft", tch, soft_protocol)] * bool(soft_labels)
+         + [("hard", None, hard_protocol)] * bool(hard_labels))
 for kind, labeller, name in kinds:
     protocol = get_protocol(name).replace(epochs=epochs or None)
     t0 = time.perf_counter()
     model = train_student(distilled, protocol, arch=student, teacher=labeller, seed=seed,
                           compile=compile, progress=False)
-    accuracy[kind] = evaluate(model, test)
-    train_seconds[kind] = round(time.perf_counter() - t0, 2)
-    protocols[kind], compiled[kind] = protocol.as_dict(), model.compiled
-    print(f"{kind} labels: {accuracy[kind]:.2f} % test accuracy ({train_seconds[kind]:.0f} s); "
+    s = students[kind] = StudentResult(evaluate(model, test), time.perf_counter() - t0,
+                                       protocol, model.compiled)
+    print(f"{kind} labels: {s.accuracy:.2f} % test accuracy ({s.seconds:.0f} s); "
           f"protocol {protocol}")
 
 # %% [markdown]
 # ## Result record
 
 # %%
-# "parameters": the notebook parameters that re-create this run, as given (`pqlib rerun`
-# passes them back); "derived": what they resolved to on this machine.
-record = {
-    "run": run_name, "profile": profile, "status": "ok",
-    "parameters": {"dataset": dataset, "method": method, "variant": variant, "options": options,
-                   "ipc": ipc, "seed": seed, "profile": profile, "student": student,
-                   "teacher": teacher, "teacher_epochs": teacher_epochs, "epochs": epochs,
-                   "hard_protocol": hard_protocol, "soft_protocol": soft_protocol,
-                   "compile": compile,
-                   "soft_labels": soft_labels, "hard_labels": hard_labels,
-                   "train_size": train_size, "test_size": test_size, "run_name": run_name},
-    "derived": {"precision": resolve_precision(), "train_size": len(train), "test_size": len(test),
-                "torch_threads": torch.get_num_threads()},
-    "accuracy": accuracy,
-    "protocol": protocols,
-    "compiled": compiled,
-    "w2": w2,
-    "feature_w2": {"weighted": fw2["weighted"], "uniform": fw2["uniform"]},
-    "stage_seconds": meta.get("stage_seconds", {}),
-    "train_seconds": train_seconds,
-    "teacher": {"id": tch.id, "accuracy": tch.accuracy},
-    "distill_meta": {k: v for k, v in meta.items() if k not in ("train_indices", "init_indices", "loss_history")},
-    **provenance(),
-    "notebook_seconds": round(time.perf_counter() - run_start, 2),
-}
+# the notebook parameters that re-create this run, as given (`pqlib rerun` passes them back)
+parameters = {"dataset": dataset, "method": method, "variant": variant, "options": options,
+              "ipc": ipc, "seed": seed, "profile": profile, "student": student,
+              "teacher": teacher, "teacher_epochs": teacher_epochs, "epochs": epochs,
+              "hard_protocol": hard_protocol, "soft_protocol": soft_protocol, "compile": compile,
+              "soft_labels": soft_labels, "hard_labels": hard_labels,
+              "train_size": train_size, "test_size": test_size, "run_name": run_name}
+record = build_record(parameters, distilled, students, teacher=tch, feature_w2=fw2,
+                      train_size=len(train), test_size=len(test),
+                      notebook_seconds=time.perf_counter() - run_start)
 if distilled_dir:
     distilled.save(distilled_dir, overwrite=True)
 if result_path:

@@ -5,14 +5,12 @@ Directory layout written by :meth:`DistilledSet.save` (read by other tools, keep
     DIR/images/<label>/<index>.png   8-bit PNG at the dataset's resolution
     DIR/distilled.csv                header ``path,label,weight``; path relative to DIR,
                                      weights sum to 1 within each class
-    DIR/meta.json                    method, dataset, ipc, seed, options, version, commit, wall time
+    DIR/meta.json                    the report (:meth:`DistillReport.to_dict`) and ``classes``
     DIR/distilled.safetensors        exact tensors (images, labels, weights) for reloading
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .cache import atomic_dir
+from .report import DistillReport
 
 __all__ = ["DistilledSet", "normalise_class_weights"]
 
@@ -56,14 +55,15 @@ class DistilledSet:
     labels : int64 tensor (M,)
     weights : float32 tensor (M,), non-negative, summing to 1 within each class
     classes : class names
-    meta : JSON-serialisable description (method, dataset, ipc, seed, options, timings, ...)
+    report : :class:`~pqlib.report.DistillReport`, what made the set (method, options, stage
+        times, W2 figures, ...); a dict in the ``meta.json`` layout is read into one
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     weights: torch.Tensor
     classes: tuple[str, ...]
-    meta: dict = field(default_factory=dict)
+    report: DistillReport = field(default_factory=DistillReport)
 
     def __post_init__(self):
         m = self.images.shape[0]
@@ -77,6 +77,8 @@ class DistilledSet:
         self.images = self.images.detach().to(torch.float32).clamp(0, 1).contiguous()
         self.labels = self.labels.detach().to(torch.int64).contiguous()
         self.classes = tuple(self.classes)
+        if isinstance(self.report, dict):
+            self.report = DistillReport.from_dict(self.report)
         self.weights = normalise_class_weights(self.weights.detach(), self.labels,
                                                len(self.classes)).contiguous()
 
@@ -86,6 +88,12 @@ class DistilledSet:
     @property
     def ipc(self) -> int:
         return int(torch.bincount(self.labels).max())
+
+    @property
+    def meta(self) -> dict:
+        """The report in its JSON form (read-only; code written for pqlib 0.1 reads it).
+        Prefer :attr:`report`."""
+        return self.report.to_dict()
 
     # ----------------------------------------------------------------- I/O
 
@@ -98,21 +106,17 @@ class DistilledSet:
 
         directory = Path(directory)
         with atomic_dir(directory, overwrite=overwrite) as tmp:
-            rows = []
+            rows = ["path,label,weight"]  # paths hold no commas or quotes: plain CSV
             pixels = (self.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for i, (img, label, weight) in enumerate(zip(pixels, self.labels.tolist(),
                                                          self.weights.tolist())):
-                rel = Path("images") / str(label) / f"{i}.png"
-                (tmp / rel.parent).mkdir(parents=True, exist_ok=True)
+                rel = f"images/{label}/{i}.png"
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 arr = img[:, :, 0] if img.shape[2] == 1 else img
                 Image.fromarray(np.ascontiguousarray(arr)).save(tmp / rel)
-                rows.append((rel.as_posix(), label, repr(weight)))
-            buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(["path", "label", "weight"])
-            writer.writerows(rows)
-            (tmp / "distilled.csv").write_text(buf.getvalue())
-            meta = dict(self.meta, classes=list(self.classes))
+                rows.append(f"{rel},{label},{weight!r}")
+            (tmp / "distilled.csv").write_text("\n".join(rows) + "\n")
+            meta = dict(self.report.to_dict(), classes=list(self.classes))
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
             save_file({"images": self.images, "labels": self.labels, "weights": self.weights},
                       str(tmp / "distilled.safetensors"))
@@ -133,6 +137,7 @@ class DistilledSet:
             t = load_file(str(tensors_path))
             meta = json.loads(meta_path.read_text())
             classes = tuple(meta.pop("classes"))
+            report = DistillReport.from_dict(meta)
             missing = {"images", "labels", "weights"} - set(t)
             if missing:
                 raise ValueError(f"it lacks the tensors {sorted(missing)}")
@@ -140,4 +145,4 @@ class DistilledSet:
             raise ValueError(
                 f"{str(directory)!r} holds a corrupt distilled set ({type(err).__name__}: {err}); "
                 "write it again with `pqlib distill --force` or DistilledSet.save") from None
-        return cls(t["images"], t["labels"], t["weights"], classes, meta)
+        return cls(t["images"], t["labels"], t["weights"], classes, report)

@@ -135,16 +135,16 @@ def image_grid(distilled, *, max_per_class: int = 10, size: float = 0.9, weights
     return fig
 
 
-def w2_per_class(w2: dict, *, classes, title: str = ""):
+def w2_per_class(w2, *, classes, title: str = ""):
     """Bar chart of per-class W2 with the set's weights against uniform weights.
 
-    ``w2`` has ``per_class_weighted`` and ``per_class_uniform`` lists (one value per class),
-    as returned by :func:`pqlib.methods.common.feature_w2`. Returns the Figure.
+    ``w2`` is a :class:`~pqlib.report.W2` with per-class values, e.g. from
+    :func:`pqlib.methods.common.feature_w2`. Returns the Figure.
     """
     import matplotlib.pyplot as plt
 
-    weighted = np.asarray(w2["per_class_weighted"], dtype=float)
-    uniform = np.asarray(w2["per_class_uniform"], dtype=float)
+    weighted = np.asarray(w2.per_class_weighted, dtype=float)
+    uniform = np.asarray(w2.per_class_uniform, dtype=float)
     x = np.arange(len(weighted))
     fig, ax = plt.subplots(figsize=(6.4, 3.0))
     ax.bar(x - 0.2, uniform, width=0.4, label=f"uniform weights (mean {uniform.mean():.3f})")

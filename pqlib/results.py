@@ -1,8 +1,9 @@
 """Result records → pandas tables, and the paper-reported numbers beside them.
 
 A *result record* is one JSON file per run, ``results/<run>.json`` (the reference run of the
-``paper`` profile lives in ``results/paper/``). It is written by ``notebooks/experiment.py``
-(through :func:`write_record`) and completed by :mod:`pqlib.sweep`. Schema (version 2)::
+``paper`` profile lives in ``results/paper/``). ``notebooks/experiment.py`` builds it with
+:func:`build_record` and writes it with :func:`write_record`; :mod:`pqlib.sweep` completes it.
+Schema (version 2)::
 
     schema          2
     run             run name, e.g. "quick-mnist-ddoq-ipc10-s0"
@@ -24,7 +25,8 @@ A *result record* is one JSON file per run, ``results/<run>.json`` (the referenc
     stage_seconds   wall time per distillation stage (encode, quantize, decode, synthesize, ...)
     train_seconds   wall time of each student training (+ evaluation)
     teacher         {"id", "accuracy"}
-    distill_meta    the DistilledSet's meta (options, timings, W2, ...)
+    distill_meta    the DistilledSet's report (:meth:`DistillReport.to_dict`: options, timings,
+                    W2, ...) without its index and loss lists
     commit, machine, versions   provenance
     wall_time_s     the whole run (set by the sweep: kernel start to finish)
     created         ISO-8601 UTC time the record was written
@@ -39,21 +41,19 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from .cache import atomic_write, project_root
-from .protocols import get_protocol, protocol_from_record
+from .protocols import Protocol, get_protocol, protocol_from_record
 
-__all__ = ["write_record", "load_records", "upgrade_record", "read_record", "accuracy_table", "summary", "paper_reported",
+__all__ = ["build_record", "StudentResult", "method_order", "write_record", "load_records", "upgrade_record", "read_record", "accuracy_table", "summary", "paper_reported",
            "find_run", "results_root", "provenance_line", "pairs_table", "w2_table", "stage_table",
-           "provenance_table", "protocol_table", "METHOD_ORDER", "SCHEMA_VERSION", "READABLE_SCHEMAS",
+           "provenance_table", "protocol_table", "SCHEMA_VERSION", "READABLE_SCHEMAS",
            "PROFILE_PREFERENCE", "SPLIT_SIZES"]
-
-METHOD_ORDER = ["random", "herding", "kcenter", "dm", "d4m", "ddoq", "ddoq-sqrt", "wmdd",
-                "wmdd-uniform"]
 
 PROFILE_PREFERENCE = ("paper", "quick", "smoke")
 
@@ -63,6 +63,80 @@ READABLE_SCHEMAS = (1, 2)
 # (train, test) sizes of the built-in datasets' whole splits (see pqlib.data), to read the
 # resolved sizes of version-1 records back as "0 = all"
 SPLIT_SIZES = {"mnist": (60000, 10000), "digits": (1437, 360)}
+
+
+def method_order(profiles=PROFILE_PREFERENCE) -> list[str]:
+    """Method variants in the order the profiles list them (their ``variants`` in the YAML
+    files, the first profile first), for tables and figures; ``METHOD_ORDER`` is this list."""
+    from .sweep import load_profile
+
+    order = {}
+    for name in profiles:
+        order.update(dict.fromkeys(load_profile(name).variants))
+    return list(order)
+
+
+def __getattr__(name: str):  # METHOD_ORDER, the name of pqlib 0.1, is method_order()
+    if name == "METHOD_ORDER":
+        return method_order()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class StudentResult:
+    """One student trained on a distilled set and tested: test ``accuracy`` (%), ``seconds`` of
+    training and testing, its ``protocol`` and whether it ran ``compiled``."""
+
+    accuracy: float
+    seconds: float
+    protocol: Protocol
+    compiled: bool
+
+
+def build_record(parameters: dict, distilled, students: dict[str, StudentResult], *, teacher,
+                 feature_w2, train_size: int, test_size: int, notebook_seconds: float) -> dict:
+    """The result record of one run (the schema above, without ``schema`` / ``created``, which
+    :func:`write_record` adds).
+
+    Parameters
+    ----------
+    parameters : the notebook parameters that re-create the run, as given (``run_name`` and
+        ``profile`` among them)
+    distilled : the :class:`~pqlib.distilled.DistilledSet`; its report gives the method's W2,
+        stage times and ``distill_meta``
+    students : ``{"soft": StudentResult, "hard": ...}``, in the order they were trained
+    teacher : the soft-label :class:`~pqlib.train.Teacher`
+    feature_w2 : :class:`~pqlib.report.W2` in the teacher's feature space
+        (:func:`pqlib.methods.common.feature_w2`)
+    train_size, test_size : numbers of training / test images used
+    notebook_seconds : wall time of the run so far
+    """
+    import torch
+
+    from .provenance import provenance
+    from .train import resolve_precision
+
+    report = distilled.report
+    space, own = report.method_w2 or (None, None)
+    return {
+        "run": parameters.get("run_name"), "profile": parameters.get("profile"), "status": "ok",
+        "parameters": dict(parameters),
+        "derived": {"precision": resolve_precision(), "train_size": train_size,
+                    "test_size": test_size, "torch_threads": torch.get_num_threads()},
+        "accuracy": {kind: s.accuracy for kind, s in students.items()},
+        "protocol": {kind: s.protocol.as_dict() for kind, s in students.items()},
+        "compiled": {kind: s.compiled for kind, s in students.items()},
+        "w2": own and {"space": space, "weighted": own.weighted, "uniform": own.uniform,
+                       "reduction_pct": own.reduction_pct},
+        "feature_w2": {"weighted": feature_w2.weighted, "uniform": feature_w2.uniform},
+        "stage_seconds": report.stage_seconds or {},
+        "train_seconds": {kind: round(s.seconds, 2) for kind, s in students.items()},
+        "teacher": {"id": teacher.id, "accuracy": teacher.accuracy},
+        "distill_meta": {k: v for k, v in report.to_dict().items()
+                         if k not in ("train_indices", "init_indices", "loss_history")},
+        **provenance(),
+        "notebook_seconds": round(notebook_seconds, 2),
+    }
 
 
 def write_record(path: str | Path, record: dict) -> Path:

@@ -39,9 +39,10 @@ def _check_set(d, ipc, num_classes, image_shape):
 def test_pushforward_methods_shapes_and_meta(method, mnist_slice, prior):
     d = distill(method, mnist_slice, 3, seed=0, prior=prior, **FAST)
     _check_set(d, 3, 10, (1, 28, 28))
-    assert set(d.meta["stage_seconds"]) == {"encode", "quantize", "decode"}
-    w2 = d.meta["w2_latent"]
-    assert w2["weighted"] > 0 and w2["uniform"] > 0 and d.meta["prior"] == prior.id
+    assert set(d.report.stage_seconds) == {"encode", "quantize", "decode"}
+    w2 = d.report.w2_latent
+    assert w2.weighted > 0 and w2.uniform > 0 and d.report.prior == prior.id
+    assert d.report.method == method and len(d.report.quantizers) == 10
     if method == "d4m":
         torch.testing.assert_close(d.weights, torch.full((30,), 1 / 3))
 
@@ -51,17 +52,33 @@ def test_ddoq_uniform_equals_d4m(mnist_slice, prior):
     b = distill("d4m", mnist_slice, 4, seed=2, prior=prior, **FAST)
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert torch.equal(a.weights, b.weights)
+    assert b.report.method == "d4m" and b.report.options == {"prior": prior.id, "steps": 4}
+
+
+def test_d4m_has_ddoqs_options_but_not_its_weights(mnist_slice, prior):
+    """The options are DDOQ's, written once: CLVQ's steps and batch reach both; D4M's weights
+    are fixed."""
+    kw = dict(seed=0, prior=prior, quantizer="clvq", clvq_batch=16, **FAST)
+    a = distill("d4m", mnist_slice, 2, clvq_steps=3, **kw)
+    b = distill("d4m", mnist_slice, 2, clvq_steps=40, **kw)
+    assert [len(q.points) for q in a.report.quantizers] == [2] * 10
+    assert not torch.equal(a.report.quantizers[0].points, b.report.quantizers[0].points)
+    with pytest.raises(ValueError, match=r"method 'd4m' has no option\(s\) \['weights'\]"):
+        distill("d4m", mnist_slice, 2, weights="voronoi", **FAST)
+    with pytest.raises(ValueError, match="clvq_batch=0 should be an integer >= 1"):
+        distill("ddoq", mnist_slice, 2, prior=prior, clvq_batch=0, **FAST)
 
 
 def test_ddoq_voronoi_weights_lower_latent_w2(mnist_slice, prior):
     d = distill("ddoq", mnist_slice, 5, seed=0, prior=prior, **FAST)
-    w2 = d.meta["w2_latent"]
+    w2 = d.report.w2_latent
     # Voronoi masses are optimal for the codebook: weighted W2 equals the distortion and
     # never exceeds the uniform-weight W2, class by class
-    for wt, un in zip(w2["per_class_weighted"], w2["per_class_uniform"]):
+    for wt, un in zip(w2.per_class_weighted, w2.per_class_uniform):
         assert wt <= un + 1e-9
-    assert w2["weighted"] < w2["uniform"]
-    assert w2["weighted"] == pytest.approx(w2["voronoi"], rel=1e-5)
+    assert w2.weighted < w2.uniform
+    assert w2.weighted == pytest.approx(w2.voronoi, rel=1e-5)
+    assert d.report.method_w2 == ("latent", w2) and w2.reduction_pct > 0
     assert not torch.allclose(d.weights, torch.full_like(d.weights, 0.2))
 
 
@@ -77,13 +94,13 @@ def test_ddoq_sqrt_weights_and_clvq(mnist_slice, prior):
 def test_pushforward_in_pixel_space(mnist_slice):
     d = distill("ddoq", mnist_slice, 2, seed=0, prior="pixel", progress=False)
     _check_set(d, 2, 10, (1, 28, 28))
-    assert d.meta["latent_dim"] == 28 * 28
+    assert d.report.latent_dim == 28 * 28
 
 
 def test_pushforward_bad_inputs(mnist_slice, prior, digits):
-    with pytest.raises(ValueError, match="weights='equal' is not one of"):
+    with pytest.raises(ValueError, match="weights='equal' should be one of"):
         distill("ddoq", mnist_slice, 2, prior=prior, weights="equal", **FAST)
-    with pytest.raises(ValueError, match="quantizer='faiss' is not one of"):
+    with pytest.raises(ValueError, match="quantizer='faiss' should be one of"):
         distill("ddoq", mnist_slice, 2, prior=prior, quantizer="faiss", **FAST)
     with pytest.raises(ValueError, match="was trained on 'mnist' but the data is 'digits'"):
         distill("d4m", digits, 2, prior=prior, **FAST)
@@ -104,12 +121,13 @@ def test_wmdd_shapes_weights_and_loss_decreases(digits, digits_teacher, learn_we
     d = distill("wmdd", digits, 3, seed=0, teacher=digits_teacher, iterations=60,
                 learn_weights=learn_weights, progress=False)
     _check_set(d, 3, 10, (1, 8, 8))
-    first, last = d.meta["loss_first_last"]
+    first, last = d.report.loss_first_last
     assert last < 0.5 * first
     if not learn_weights:
         torch.testing.assert_close(d.weights, torch.full((30,), 1 / 3))
     else:
-        assert d.meta["w2_feature"]["weighted"] <= d.meta["w2_feature"]["uniform"] + 1e-9
+        assert d.report.w2_feature.weighted <= d.report.w2_feature.uniform + 1e-9
+    assert d.report.method_w2[0] == "feature" and len(d.report.barycenters) == 10
 
 
 def test_wmdd_bn_statistics_cache_equals_direct_computation(digits, digits_teacher):
@@ -130,14 +148,14 @@ def test_wmdd_bn_statistics_cache_equals_direct_computation(digits, digits_teach
 def test_wmdd_needs_matching_batchnorm_teacher(digits, mnist_slice, digits_teacher):
     with pytest.raises(ValueError, match="was trained on 'digits'"):
         distill("wmdd", mnist_slice, 1, teacher=digits_teacher, iterations=1, progress=False)
-    with pytest.raises(ValueError, match="init='zeros' is not one of"):
+    with pytest.raises(ValueError, match="init='zeros' should be one of"):
         distill("wmdd", digits, 1, teacher=digits_teacher, init="zeros", progress=False)
 
 
 def test_dm_moves_images_towards_class_statistics(digits):
     d = distill("dm", digits, 2, seed=0, iterations=15, real_batch=32, progress=False)
     _check_set(d, 2, 10, (1, 8, 8))
-    start = digits.images[torch.tensor(d.meta["init_indices"])]
+    start = digits.images[torch.tensor(d.report.init_indices)]
     assert not torch.equal(d.images, start)  # images were optimised
     again = distill("dm", digits, 2, seed=0, iterations=15, real_batch=32, progress=False)
     assert torch.equal(d.images, again.images)
@@ -191,11 +209,11 @@ def test_dm_matching_loss_falls(digits):
     d = distill("dm", digits, 2, seed=0, iterations=40, real_batch=32, lr=0.5, progress=False,
                 callback=lambda it, images: seen.append(it))
     assert seen == list(range(1, 41))
-    init = digits.images[torch.tensor(d.meta["init_indices"])]
+    init = digits.images[torch.tensor(d.report.init_indices)]
     before = dm.objective(digits, init, 2, seed=7, networks=10)
     after = dm.objective(digits, d.images, 2, seed=7, networks=10)
     assert after < 0.9 * before  # measured: 0.348 vs 0.434
-    with pytest.raises(ValueError, match="augment='kornia' is not one of"):
+    with pytest.raises(ValueError, match="augment='kornia' should be one of"):
         distill("dm", digits, 1, augment="kornia", progress=False)
 
 
@@ -207,3 +225,24 @@ def test_wmdd_called_directly_is_reproducible_whatever_the_global_rng(digits, di
     torch.manual_seed(2)
     b = wmdd.distill(digits, 1, seed=3, teacher=digits_teacher, iterations=3, progress=False)
     assert torch.equal(a.images, b.images)
+
+
+def test_ddoq_called_directly_is_reproducible_whatever_the_global_rng(mnist_slice, prior):
+    from pqlib.methods import ddoq
+
+    torch.manual_seed(1)
+    a = ddoq.distill(mnist_slice, 2, seed=4, prior=prior, **FAST)
+    torch.manual_seed(2)
+    b = ddoq.distill(mnist_slice, 2, seed=4, prior=prior, **FAST)
+    assert torch.equal(a.images, b.images) and torch.equal(a.weights, b.weights)
+
+
+def test_wmdd_leaves_the_teachers_modes_as_found(digits, digits_teacher):
+    """Train/eval mode of every module (a caller may have put the teacher in train mode)."""
+    model = digits_teacher.model
+    model.train()
+    try:
+        distill("wmdd", digits, 1, seed=0, teacher=digits_teacher, iterations=2, progress=False)
+        assert all(m.training for m in model.modules())
+    finally:
+        model.eval()

@@ -13,11 +13,11 @@ def test_selection_returns_unmodified_real_images(method, digits, digits_teacher
     d = distill(method, digits, 4, seed=1, **({} if method == "random" else {"teacher": digits_teacher}))
     assert d.images.shape == (40, 1, 8, 8)
     assert torch.bincount(d.labels).tolist() == [4] * 10
-    idx = torch.tensor(d.meta["train_indices"])
+    idx = torch.tensor(d.report.train_indices)
     assert torch.equal(d.images, digits.images[idx]) and torch.equal(d.labels, digits.labels[idx])
     assert len(set(idx.tolist())) == 40
     torch.testing.assert_close(d.weights, torch.full((40,), 0.25))
-    assert d.meta["method"] == method and d.meta["ipc"] == 4 and d.meta["wall_time_s"] >= 0
+    assert d.report.method == method and d.report.ipc == 4 and d.report.wall_time_s >= 0
 
 
 @pytest.mark.parametrize("method", ["random", "kcenter"])
@@ -62,3 +62,35 @@ def test_teacher_for_other_data_is_refused(digits_teacher):
     other = ImageSet(torch.rand(20, 1, 28, 28), torch.arange(20) % 10, tuple("0123456789"), "other")
     with pytest.raises(ValueError, match="was trained on 'digits'"):
         distill("herding", other, 1, teacher=digits_teacher)
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter"])
+def test_called_directly_is_reproducible_whatever_the_global_rng(method, digits, digits_teacher):
+    import importlib
+
+    fn = importlib.import_module(f"pqlib.methods.{method}").distill
+    kw = {} if method == "random" else {"teacher": digits_teacher}
+    torch.manual_seed(1)
+    a = fn(digits, 3, seed=2, **kw)
+    torch.manual_seed(2)
+    b = fn(digits, 3, seed=2, **kw)
+    assert a.report.train_indices == b.report.train_indices
+
+
+@pytest.mark.parametrize("method", ["herding", "kcenter"])
+def test_the_shared_teacher_is_left_as_found(method, digits, digits_teacher):
+    """Mode of every module and requires_grad of every parameter, whatever they were."""
+    from pqlib.methods.common import features
+
+    model = digits_teacher.model
+    params = list(model.parameters())
+    model.train()
+    params[0].requires_grad_(False)
+    before = ([m.training for m in model.modules()], [p.requires_grad for p in params])
+    try:
+        distill(method, digits, 1, teacher=digits_teacher, progress=False)  # cached features
+        features(digits_teacher, digits.images[:50])  # computed now
+        assert ([m.training for m in model.modules()], [p.requires_grad for p in params]) == before
+    finally:
+        model.eval()
+        params[0].requires_grad_(True)

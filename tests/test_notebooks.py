@@ -35,3 +35,28 @@ def test_ablations_notebook_runs_with_small_parameters(tmp_path):
         progress_bar=False, cwd=str(REPO))
     text = out.read_text()
     assert "d_eff" in text and "teacher agreement" in text
+
+
+def test_experiment_notebook_records_the_distillation_report(tmp_path, digits_teacher):
+    """A DDOQ run (pixel prior, digits): the record's W2 and distill_meta come from the saved
+    set's report, and the record reads back as schema 2."""
+    import json
+
+    from pqlib.distilled import DistilledSet
+    from pqlib.results import read_record
+
+    record, folder = tmp_path / "run.json", tmp_path / "set"
+    papermill.execute_notebook(
+        jupytext.read(REPO / "notebooks" / "experiment.py"), str(tmp_path / "run.ipynb"),
+        kernel_name="python3", progress_bar=False, cwd=str(REPO),
+        parameters={"dataset": "digits", "method": "ddoq", "options": {"prior": "pixel"}, "ipc": 2,
+                    "epochs": 2, "test_size": 50, "teacher_epochs": 20, "run_name": "t",
+                    "result_path": str(record), "distilled_dir": str(folder)})
+    rec, report = read_record(record), DistilledSet.load(folder).report
+    assert rec["schema"] == 2 and rec["run"] == "t" and set(rec["accuracy"]) == {"soft", "hard"}
+    own = report.w2_latent
+    assert rec["w2"] == {"space": "latent", "weighted": own.weighted, "uniform": own.uniform,
+                         "reduction_pct": own.reduction_pct}
+    meta = json.loads((folder / "meta.json").read_text())
+    assert rec["distill_meta"] == {k: v for k, v in meta.items() if k != "classes"}
+    assert rec["stage_seconds"] == report.stage_seconds

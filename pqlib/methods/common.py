@@ -1,8 +1,10 @@
-"""Helpers shared by methods: teachers, features, per-class loops."""
+"""Helpers shared by methods: teachers, features, per-class indices, caches, stage timing."""
 
 from __future__ import annotations
 
 import hashlib
+import time
+from contextlib import contextmanager
 
 import torch
 from safetensors.torch import load_file, save
@@ -10,10 +12,12 @@ from safetensors.torch import load_file, save
 from ..cache import atomic_write, cache_dir
 from ..data import ImageSet
 from ..distilled import DistilledSet
+from ..report import W2, DistillReport, class_w2
 from ..train import Teacher, train_teacher
 
 __all__ = ["resolve_teacher", "features", "cached_features", "feature_w2", "selection", "resolve_prior",
-           "encoded_latents", "fingerprint"]
+           "encoded_latents", "fingerprint", "cached", "class_indices", "random_per_class",
+           "as_found", "Stages"]
 
 
 def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: bool = True) -> Teacher:
@@ -27,21 +31,64 @@ def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: 
     return teacher
 
 
+@contextmanager
+def as_found(model: torch.nn.Module):
+    """``model`` in eval mode with gradients of its parameters off, for the ``with`` block; every
+    module's mode and every parameter's ``requires_grad`` are put back as they were found
+    (the teacher is shared between methods, students and notebooks)."""
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
 @torch.no_grad()
 def features(teacher: Teacher, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Penultimate-layer features of ``images`` (N, C, H, W) → (N, D), float32 (computed in fp32)."""
-    teacher.model.eval()
-    device = next(teacher.model.parameters()).device
-    return torch.cat([teacher.model.features(images[i : i + batch_size].to(device)).float().cpu()
-                      for i in range(0, len(images), batch_size)])
+    with as_found(teacher.model) as model:
+        device = next(model.parameters()).device
+        return torch.cat([model.features(images[i : i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(images), batch_size)])
 
 
-def selection(data: ImageSet, index: torch.Tensor, meta: dict | None = None) -> DistilledSet:
-    """A DistilledSet of the real training images at ``index`` with uniform weights."""
+def class_indices(data: ImageSet) -> list[torch.Tensor]:
+    """Indices of each class's images, in order: one int64 tensor per class."""
+    return [torch.nonzero(data.labels == c).flatten() for c in range(data.num_classes)]
+
+
+def random_per_class(data: ImageSet, ipc: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of ``ipc`` images per class drawn without replacement (class by class), (C·ipc,)."""
+    return torch.cat([idx[torch.randperm(len(idx), generator=generator)[:ipc]]
+                      for idx in class_indices(data)])
+
+
+def selection(data: ImageSet, index: torch.Tensor, **report) -> DistilledSet:
+    """A DistilledSet of the real training images at ``index`` with uniform weights; ``report``:
+    further :class:`~pqlib.report.DistillReport` fields (e.g. ``teacher``)."""
     index = torch.as_tensor(index, dtype=torch.int64)
     return DistilledSet(data.images[index].clone(), data.labels[index].clone(),
                         torch.ones(len(index)), data.classes,
-                        dict(meta or {}, train_indices=index.tolist()))
+                        DistillReport(train_indices=index.tolist(), **report))
+
+
+class Stages:
+    """Wall time of named stages: ``with stages("encode"): ...``; ``stages.seconds`` maps each
+    stage to its seconds, rounded to the millisecond."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
 
 
 def fingerprint(data: ImageSet) -> str:
@@ -53,8 +100,11 @@ def fingerprint(data: ImageSet) -> str:
     return h.hexdigest()[:12]
 
 
-def _cached(kind: str, key: str, compute) -> tuple[torch.Tensor, bool]:
-    """Load ``$PQLIB_CACHE/<kind>/<key>.safetensors`` or compute and store it.
+def cached(kind: str, model_id: str, data: ImageSet, compute, tag: str = ""
+           ) -> tuple[torch.Tensor, bool]:
+    """What ``compute()`` makes from ``data`` with a model: from the cache if it is there.
+
+    The entry is ``$PQLIB_CACHE/<kind>/<model_id>-<fingerprint(data)><tag>.safetensors``.
 
     ``compute()`` returns a tensor (stored as ``"x"``, returned as a tensor) or a dict of
     named tensors (returned as such). A lock file makes concurrent runs (sweep workers)
@@ -62,6 +112,7 @@ def _cached(kind: str, key: str, compute) -> tuple[torch.Tensor, bool]:
     """
     import fcntl
 
+    key = f"{model_id}-{fingerprint(data)}{tag}"
     folder = cache_dir(kind)
     path = folder / f"{key}.safetensors"
     with open(folder / f"{key}.lock", "w") as lock:
@@ -81,8 +132,7 @@ def _cached(kind: str, key: str, compute) -> tuple[torch.Tensor, bool]:
 
 def cached_features(teacher: Teacher, data: ImageSet) -> torch.Tensor:
     """Teacher features of every image of ``data`` (N, D), cached under ``$PQLIB_CACHE/features``."""
-    key = f"{teacher.id}-{fingerprint(data)}"
-    return _cached("features", key, lambda: features(teacher, data.images))[0]
+    return cached("features", teacher.id, data, lambda: features(teacher, data.images))[0]
 
 
 def resolve_prior(prior, data: ImageSet):
@@ -105,30 +155,17 @@ def encoded_latents(prior, data: ImageSet, *, sample: bool = False, seed: int = 
 
     Returns the latents and whether they came from the cache.
     """
-    key = f"{prior.id}-{fingerprint(data)}-{'sample' + str(seed) if sample else 'mean'}"
-    return _cached("latents", key,
-                   lambda: prior.encode(data.images, sample=sample, seed=seed, progress=progress))
+    return cached("latents", prior.id, data,
+                  lambda: prior.encode(data.images, sample=sample, seed=seed, progress=progress),
+                  f"-sample{seed}" if sample else "-mean")
 
 
-def feature_w2(teacher: Teacher, data: ImageSet, distilled: DistilledSet) -> dict:
+def feature_w2(teacher: Teacher, data: ImageSet, distilled: DistilledSet) -> W2:
     """W2 between each class's real teacher features and the distilled set's, averaged over classes.
 
     One yardstick for every method (selection, synthesis, pushforward): the distilled images are
-    embedded by the same teacher as the real ones. Returns ``{"weighted", "uniform",
-    "per_class_weighted", "per_class_uniform"}`` where "weighted" uses the set's weights.
+    embedded by the same teacher as the real ones; "weighted" uses the set's weights
+    (:func:`pqlib.report.class_w2`).
     """
-    from ..transport import wasserstein2
-
-    real = cached_features(teacher, data)
-    fake = features(teacher, distilled.images)
-    out = {"per_class_weighted": [], "per_class_uniform": []}
-    for c in range(data.num_classes):
-        rows = distilled.labels == c
-        if not rows.any():
-            continue
-        fc = real[data.labels == c]
-        out["per_class_weighted"].append(wasserstein2(fc, fake[rows], b=distilled.weights[rows].double()))
-        out["per_class_uniform"].append(wasserstein2(fc, fake[rows]))
-    out["weighted"] = sum(out["per_class_weighted"]) / len(out["per_class_weighted"])
-    out["uniform"] = sum(out["per_class_uniform"]) / len(out["per_class_uniform"])
-    return out
+    return class_w2(cached_features(teacher, data), data.labels, features(teacher, distilled.images),
+                    distilled.labels, distilled.weights)

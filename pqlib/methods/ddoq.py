@@ -21,13 +21,15 @@ Per class c, with an encoder E and a conditional decoder D of a generative prior
 
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 
 import torch
 
+from ..checks import Int, OneOf, Optional, Real, checked
 from ..data import ImageSet
 from ..distilled import DistilledSet
-from .common import encoded_latents, resolve_prior
+from ..report import DistillReport, class_w2
+from .common import Stages, encoded_latents, resolve_prior
 from .registry import register
 
 WEIGHTINGS = ("voronoi", "sqrt", "uniform")
@@ -36,7 +38,11 @@ QUANTIZERS = ("kmeans", "clvq")
 
 def quantize_class(z: torch.Tensor, k: int, *, quantizer: str, seed: int, iters: int = 100,
                    clvq_steps: int | None = None, clvq_batch: int = 256):
-    """Quantize latents ``z`` (n, d) with ``k`` points; returns a :class:`~pqlib.quantize.Quantizer`."""
+    """Quantize latents ``z`` (n, d) with ``k`` points; returns a :class:`~pqlib.quantize.Quantizer`.
+
+    ``"clvq"`` runs ``clvq_steps`` mini-batches of ``clvq_batch`` rows (default: 20 passes
+    over the data).
+    """
     from ..quantize import clvq, kmeans
 
     if quantizer == "kmeans":
@@ -47,83 +53,57 @@ def quantize_class(z: torch.Tensor, k: int, *, quantizer: str, seed: int, iters:
 
 def class_weights(q, weights: str) -> torch.Tensor:
     """Per-point weights (k,) of a quantizer under a weighting scheme, summing to 1."""
-    if weights == "voronoi":
-        w = q.weights.double()
-    elif weights == "sqrt":
-        w = q.weights.double().sqrt()
-    else:
-        w = torch.ones(len(q.weights), dtype=torch.float64)
+    mass = q.weights.double()
+    w = {"voronoi": mass, "sqrt": mass.sqrt(), "uniform": torch.ones_like(mass)}[weights]
     return (w / w.sum()).float()
 
 
-def pushforward_quantization(data: ImageSet, ipc: int, *, seed: int, prior, weights: str,
-                             quantizer: str, strength: float, steps: int, guidance: float | None,
-                             sample_latents: bool, iters: int, progress: bool) -> DistilledSet:
-    """The D4M / DDOQ pipeline: encode → per-class quantize → decode, with a weighting scheme."""
-    from ..transport import wasserstein2
-
-    if weights not in WEIGHTINGS:
-        raise ValueError(f"weights={weights!r} is not one of {WEIGHTINGS}")
-    if quantizer not in QUANTIZERS:
-        raise ValueError(f"quantizer={quantizer!r} is not one of {QUANTIZERS}")
-    prior = resolve_prior(prior, data)
-    times = {}
-    t0 = time.perf_counter()
-    latents, cached = encoded_latents(prior, data, sample=sample_latents, seed=seed, progress=progress)
-    times["encode"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    points, labels, w_all, w2 = [], [], [], {"weighted": [], "uniform": [], "voronoi": []}
-    for c in range(data.num_classes):
-        z = latents[data.labels == c].flatten(1)
-        q = quantize_class(z, ipc, quantizer=quantizer, seed=seed + c, iters=iters)
-        w = class_weights(q, weights)
-        points.append(q.points)
-        labels.append(torch.full((ipc,), c, dtype=torch.int64))
-        w_all.append(w)
-        w2["voronoi"].append(q.distortion ** 0.5)
-        w2["weighted"].append(wasserstein2(z, q.points, b=w.double()))
-        w2["uniform"].append(wasserstein2(z, q.points))
-    times["quantize"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    points = torch.cat(points).view(-1, *prior.latent_shape).float()
-    labels = torch.cat(labels)
-    images = prior.decode(points, labels, strength=strength, steps=steps, guidance=guidance,
-                          seed=seed, progress=progress)
-    times["decode"] = time.perf_counter() - t0
-
-    mean = lambda v: float(sum(v) / len(v))  # noqa: E731
-    meta = {
-        "prior": prior.id,
-        "latents_cached": cached,
-        "stage_seconds": {k: round(v, 3) for k, v in times.items()},
-        "w2_latent": {"weighted": mean(w2["weighted"]), "uniform": mean(w2["uniform"]),
-                      "voronoi": mean(w2["voronoi"]),
-                      "per_class_weighted": w2["weighted"], "per_class_uniform": w2["uniform"]},
-        "w2_reduction_pct": 100.0 * (1 - mean(w2["weighted"]) / mean(w2["uniform"])),
-        "latent_dim": int(points[0].numel()),
-    }
-    return DistilledSet(images, labels, torch.cat(w_all), data.classes, meta)
-
-
 @register("ddoq")
+@checked(weights=OneOf(*WEIGHTINGS), quantizer=OneOf(*QUANTIZERS), strength=Real(0, 1),
+         steps=Int(1), iters=Int(1), clvq_steps=Optional | Int(1), clvq_batch=Int(1))
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, prior=None, weights: str = "voronoi",
             quantizer: str = "kmeans", strength: float = 0.7, steps: int = 50,
             guidance: float | None = None, sample_latents: bool = False, iters: int = 100,
+            clvq_steps: int | None = None, clvq_batch: int = 256,
             progress: bool = True) -> DistilledSet:
     """DDOQ: per-class optimal quantization of prior latents, decoded, with Voronoi weights.
+
+    Registered as ``"ddoq"``, and as ``"d4m"`` with ``weights="uniform"`` fixed
+    (:mod:`pqlib.methods.d4m`).
 
     Parameters
     ----------
     prior : a prior from :mod:`pqlib.priors` or its name; default ``load_prior(data.name)``
     weights : ``"voronoi"`` (cell masses, default), ``"sqrt"`` (√mass) or ``"uniform"`` (= D4M)
-    quantizer : ``"kmeans"`` (Lloyd, ``iters`` iterations) or ``"clvq"`` (mini-batch k-means)
+    quantizer : ``"kmeans"`` (Lloyd, ``iters`` iterations) or ``"clvq"`` (mini-batch k-means:
+        ``clvq_steps`` mini-batches of ``clvq_batch`` latents; default 20 passes)
     strength : img2img / SDEdit strength of the decoder (0 = plain VAE decode)
     steps, guidance : scheduler steps and classifier-free guidance of the decoder
     sample_latents : encode with a posterior sample (as D4M's code) instead of the mean
+
+    Returns
+    -------
+    DistilledSet whose report holds the stage times (encode, quantize, decode), the latent
+    W2 (``w2_latent``) and each class's quantizer.
     """
-    return pushforward_quantization(data, ipc, seed=seed, prior=prior, weights=weights,
-                                    quantizer=quantizer, strength=strength, steps=steps,
-                                    guidance=guidance, sample_latents=sample_latents,
-                                    iters=iters, progress=progress)
+    prior = resolve_prior(prior, data)
+    stages = Stages()
+    with stages("encode"):
+        latents, cached = encoded_latents(prior, data, sample=sample_latents, seed=seed,
+                                          progress=progress)
+    with stages("quantize"):
+        z = latents.flatten(1)
+        quantizers = [quantize_class(z[data.labels == c], ipc, quantizer=quantizer, seed=seed + c,
+                                     iters=iters, clvq_steps=clvq_steps, clvq_batch=clvq_batch)
+                      for c in range(data.num_classes)]
+        points = torch.cat([q.points for q in quantizers])
+        labels = torch.arange(data.num_classes).repeat_interleave(ipc)
+        w = torch.cat([class_weights(q, weights) for q in quantizers])
+        voronoi = [q.distortion ** 0.5 for q in quantizers]
+        w2 = replace(class_w2(z, data.labels, points, labels, w), voronoi=float(sum(voronoi) / len(voronoi)))
+    with stages("decode"):
+        images = prior.decode(points.view(-1, *prior.latent_shape).float(), labels, strength=strength,
+                              steps=steps, guidance=guidance, seed=seed, progress=progress)
+    report = DistillReport(prior=prior.id, latents_cached=cached, stage_seconds=stages.seconds,
+                           w2_latent=w2, latent_dim=z.shape[1], quantizers=tuple(quantizers))
+    return DistilledSet(images, labels, w, data.classes, report)

@@ -22,21 +22,23 @@ pixels saturates them to black and white within a few dozen steps at IPC 1.)
 
 from __future__ import annotations
 
-import time
-
 import torch
 from tqdm import tqdm
 
 from ..augment import default_augmentation, dsa, dsa_strategy
+from ..checks import Int, OneOf, checked
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import build
 from ..protocols import channel_stats
+from ..report import DistillReport
 from ..train import autocast, resolve_precision
+from .common import Stages, class_indices, random_per_class
 from .registry import register
 
 
 @register("dm")
+@checked(iterations=Int(0), real_batch=Int(1), augment=OneOf("dsa", "independent", "none"))
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, lr: float = 0.1,
             real_batch: int = 128, arch: str = "convnet", augment: str = "dsa",
             clamp: bool = False, precision: str = "auto", progress: bool = True,
@@ -60,13 +62,9 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
     callback : called as ``callback(iteration, images)`` after each iteration (e.g. to
         evaluate snapshots); ``images`` is a detached (M, C, H, W) tensor
     """
-    if iterations < 0:
-        raise ValueError(f"iterations={iterations} must be >= 0")
-    if augment not in ("dsa", "independent", "none"):
-        raise ValueError(f"augment={augment!r} is not one of 'dsa', 'independent', 'none'")
     g = torch.Generator().manual_seed(seed)
-    per_class = [torch.nonzero(data.labels == c).flatten() for c in range(data.num_classes)]
-    init = torch.cat([idx[torch.randperm(len(idx), generator=g)[:ipc]] for idx in per_class])
+    per_class = class_indices(data)
+    init = random_per_class(data, ipc, g)
     syn = data.images[init].clone().requires_grad_(True)
     labels = data.labels[init].clone()
     opt = torch.optim.SGD([syn], lr=lr, momentum=0.5)
@@ -75,15 +73,12 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
     strategy = dsa_strategy(c)
     kornia = default_augmentation(data.image_shape) if augment == "independent" else None
     precision = resolve_precision(precision)
-    history = []
-    start = time.perf_counter()
-    with torch.random.fork_rng():  # the networks' initialisations come from this seed alone
+    history, stages = [], Stages()
+    # the networks' initialisations come from this seed alone
+    with stages("synthesize"), torch.random.fork_rng():
         torch.manual_seed(seed)
         for it in tqdm(range(iterations), desc=f"dm ipc={ipc}", disable=not progress, mininterval=2.0):
-            net = build(arch, c, data.num_classes, h)
-            net.train()
-            for p in net.parameters():
-                p.requires_grad_(False)
+            net = build(arch, c, data.num_classes, h).train().requires_grad_(False)
             loss = torch.zeros(())
             for k, idx in enumerate(per_class):
                 real = data.images[idx[torch.randint(len(idx), (real_batch,), generator=g)]]
@@ -106,12 +101,10 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, iterations: int = 200, l
             history.append(loss.item())
             if callback is not None:
                 callback(it + 1, syn.detach().clamp(0, 1))
-    seconds = time.perf_counter() - start
-    return DistilledSet(syn.detach().clamp(0, 1), labels, torch.ones(len(labels)), data.classes,
-                        {"stage_seconds": {"synthesize": round(seconds, 3)},
-                         "loss_history": history[:: max(1, len(history) // 100)],
-                         "loss_first_last": [history[0], history[-1]] if history else None,
-                         "init_indices": init.tolist()})
+    report = DistillReport(stage_seconds=stages.seconds, init_indices=init.tolist(),
+                           loss_history=history[:: max(1, len(history) // 100)],
+                           loss_first_last=[history[0], history[-1]] if history else None)
+    return DistilledSet(syn.detach().clamp(0, 1), labels, torch.ones(len(labels)), data.classes, report)
 
 
 @torch.no_grad()
@@ -123,7 +116,7 @@ def objective(data: ImageSet, images: torch.Tensor, ipc: int, *, seed: int = 0, 
     g = torch.Generator().manual_seed(seed)
     c, h, _ = data.image_shape
     mean, std = _standardizer(data)
-    per_class = [torch.nonzero(data.labels == k).flatten() for k in range(data.num_classes)]
+    per_class = class_indices(data)
     total = 0.0
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -11,7 +11,7 @@ import torch
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..train import Teacher
-from .common import cached_features, resolve_teacher, selection
+from .common import cached_features, class_indices, resolve_teacher, selection
 from .registry import register
 
 
@@ -41,8 +41,5 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     """
     teacher = resolve_teacher(teacher, data, progress=progress)
     feats = cached_features(teacher, data)
-    chosen = []
-    for c in range(data.num_classes):
-        idx = torch.nonzero(data.labels == c).flatten()
-        chosen.append(idx[herd(feats[idx], ipc)])
-    return selection(data, torch.cat(chosen), {"teacher": teacher.id})
+    chosen = [idx[herd(feats[idx], ipc)] for idx in class_indices(data)]
+    return selection(data, torch.cat(chosen), teacher=teacher.id)

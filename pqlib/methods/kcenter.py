@@ -11,7 +11,7 @@ import torch
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..train import Teacher
-from .common import cached_features, resolve_teacher, selection
+from .common import cached_features, class_indices, resolve_teacher, selection
 from .registry import register
 
 
@@ -35,8 +35,5 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     teacher = resolve_teacher(teacher, data, progress=progress)
     feats = cached_features(teacher, data)
     g = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in range(data.num_classes):
-        idx = torch.nonzero(data.labels == c).flatten()
-        chosen.append(idx[greedy_kcenter(feats[idx], ipc, generator=g)])
-    return selection(data, torch.cat(chosen), {"teacher": teacher.id})
+    chosen = [idx[greedy_kcenter(feats[idx], ipc, generator=g)] for idx in class_indices(data)]
+    return selection(data, torch.cat(chosen), teacher=teacher.id)

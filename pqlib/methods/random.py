@@ -6,7 +6,7 @@ import torch
 
 from ..data import ImageSet
 from ..distilled import DistilledSet
-from .common import selection
+from .common import random_per_class, selection
 from .registry import register
 
 
@@ -16,9 +16,4 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, progress: bool = True) -
 
     ``progress`` is accepted for a uniform signature; the selection is instantaneous.
     """
-    g = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in range(data.num_classes):
-        idx = torch.nonzero(data.labels == c).flatten()
-        chosen.append(idx[torch.randperm(len(idx), generator=g)[:ipc]])
-    return selection(data, torch.cat(chosen))
+    return selection(data, random_per_class(data, ipc, torch.Generator().manual_seed(seed)))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
-
-import torch
+from dataclasses import replace
 
 from .._version import __version__
 from ..data import ImageSet, load
@@ -15,14 +14,18 @@ from ..provenance import git_commit
 
 __all__ = ["distill", "list_methods", "register", "check_ipc"]
 
-_REGISTRY: dict[str, Callable[..., DistilledSet]] = {}
+_REGISTRY: dict[str, tuple[Callable[..., DistilledSet], dict]] = {}
 
 
-def register(name: str):
-    """Decorator adding ``fn(data, ipc, *, seed, **options) -> DistilledSet`` as method ``name``."""
+def register(name: str, **preset):
+    """Decorator adding ``fn(data, ipc, *, seed, **options) -> DistilledSet`` as method ``name``.
+
+    ``preset`` options are fixed for this name and are not options of it: D4M is
+    ``register("d4m", weights="uniform")`` on DDOQ's function.
+    """
 
     def wrap(fn):
-        _REGISTRY[name] = fn
+        _REGISTRY[name] = (fn, preset)
         return fn
 
     return wrap
@@ -89,8 +92,9 @@ def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, **opt
 
     Returns
     -------
-    DistilledSet whose ``meta`` records method, dataset, ipc, seed, options, pqlib version,
-    git commit and wall time (plus the method's own stage timings and W2 figures).
+    DistilledSet whose ``report`` (:class:`~pqlib.report.DistillReport`) records method,
+    dataset, ipc, seed, options, pqlib version, git commit and wall time, beside the method's
+    own stage timings and W2 figures. Every method draws its randomness from ``seed`` alone.
     """
     _import_all()
     if method not in _REGISTRY:
@@ -98,22 +102,19 @@ def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, **opt
     if isinstance(data, str):
         data = load(data, "train")
     check_ipc(data, ipc)
-    fn = _REGISTRY[method]
+    fn, preset = _REGISTRY[method]
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(params))
+        valid = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k != "seed"
+                       and k not in preset)
+        unknown = sorted(set(options) - set(valid))
         if unknown:
-            valid = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k != "seed")
             raise ValueError(f"method {method!r} has no option(s) {unknown}; its options: {valid}")
     start = time.perf_counter()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        out = fn(data, ipc, seed=seed, **options)
-    wall = time.perf_counter() - start
-    out.meta = {
-        "method": method, "dataset": data.name, "ipc": ipc, "seed": seed,
-        "options": {k: _describe(v) for k, v in options.items() if k != "progress"},
-        **out.meta,
-        "pqlib_version": __version__, "commit": git_commit(), "wall_time_s": round(wall, 3),
-    }
+    out = fn(data, ipc, seed=seed, **preset, **options)
+    out.report = replace(
+        out.report, method=method, dataset=data.name, ipc=ipc, seed=seed,
+        options={k: _describe(v) for k, v in options.items() if k != "progress"},
+        pqlib_version=__version__, commit=git_commit(),
+        wall_time_s=round(time.perf_counter() - start, 3))
     return out

@@ -25,23 +25,25 @@ features) and uniform training weights.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from tqdm import tqdm
 
 from ..augment import default_augmentation
+from ..checks import Int, OneOf, checked
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import batchnorm_inputs
+from ..report import DistillReport, class_w2
 from ..train import Teacher, autocast, resolve_precision
-from .common import _cached, cached_features, fingerprint, resolve_teacher
+from . import common
 from .registry import register
+
+BnStatistics = list[tuple[torch.Tensor, torch.Tensor]]  # (mean, variance) per BN layer
 
 
 @torch.no_grad()
-def class_bn_statistics(teacher: Teacher, images: torch.Tensor, batch_size: int = 500
-                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def class_bn_statistics(teacher: Teacher, images: torch.Tensor, batch_size: int = 500) -> BnStatistics:
     """Per-channel (mean, variance) of the input of every BN layer of the teacher over ``images``.
 
     One float32 forward pass: each batch's per-channel mean and centred sum of squares come from
@@ -50,8 +52,7 @@ def class_bn_statistics(teacher: Teacher, images: torch.Tensor, batch_size: int 
     result matches a float64 two-pass computation to ~1e-6 relative. Returns one (mean, var) pair
     of float32 tensors of shape (channels,) per layer, in module order.
     """
-    model = teacher.model.eval()
-    with batchnorm_inputs(model) as rec:
+    with common.as_found(teacher.model) as model, batchnorm_inputs(model) as rec:
         if not rec.layers:
             raise ValueError(f"teacher {teacher.id!r} has no BatchNorm layers; WMDD needs e.g. convnet_bn")
         merged: list[tuple[int, torch.Tensor, torch.Tensor] | None] = [None] * len(rec.layers)
@@ -72,8 +73,7 @@ def _merge_moments(a, b):
     return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
 
 
-def cached_class_bn_statistics(teacher: Teacher, data: ImageSet
-                               ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+def cached_class_bn_statistics(teacher: Teacher, data: ImageSet) -> list[BnStatistics]:
     """:func:`class_bn_statistics` of every class of ``data`` (indexed by class, then layer),
     cached under ``$PQLIB_CACHE/bn_statistics`` by teacher and data."""
     def compute() -> dict[str, torch.Tensor]:
@@ -83,17 +83,14 @@ def cached_class_bn_statistics(teacher: Teacher, data: ImageSet
                 out[f"{c}.{k}.mean"], out[f"{c}.{k}.var"] = mean, var
         return out
 
-    stored, _ = _cached("bn_statistics", f"{teacher.id}-{fingerprint(data)}", compute)
+    stored, _ = common.cached("bn_statistics", teacher.id, data, compute)
     layers = len({key.split(".")[1] for key in stored})
     return [[(stored[f"{c}.{k}.mean"], stored[f"{c}.{k}.var"]) for k in range(layers)]
             for c in range(data.num_classes)]
 
 
-def _bn_moments(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return t.mean((0, 2, 3)), t.var((0, 2, 3), unbiased=False)
-
-
 @register("wmdd")
+@checked(init=OneOf("noise", "real"), iterations=Int(0), barycenter_iters=Int(1))
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str | None = None,
             learn_weights: bool = True, barycenter_iters: int = 10, iterations: int = 500,
             lr: float = 0.1, bn_weight: float = 1.0, init: str = "noise", jitter: bool = True,
@@ -114,95 +111,96 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     jitter : random augmentation of the synthetic batch at every step
     precision : teacher forward/backward in ``"bf16"`` autocast or ``"fp32"`` (``"auto"``: bf16
         where it is native); the statistics and the losses are computed in float32
+
+    Returns
+    -------
+    DistilledSet whose report holds the stage times (barycenter, bn_statistics, synthesize),
+    the W2 of the barycenters (``w2_feature``) and of the synthesized images
+    (``w2_feature_synthesized``) to each class's features, the loss history and the barycenters.
     """
-    from ..transport import barycenter, wasserstein2
+    from ..transport import barycenter
 
-    if init not in ("noise", "real"):
-        raise ValueError(f"init={init!r} is not one of 'noise', 'real'")
-    if iterations < 0:
-        raise ValueError(f"iterations={iterations} must be >= 0")
-    teacher = resolve_teacher(teacher, data, progress=progress)
-    times = {}
-    t0 = time.perf_counter()
-    feats = cached_features(teacher, data)
-    targets, weights, w2 = [], [], {"weighted": [], "uniform": []}
-    for c in range(data.num_classes):
-        fc = feats[data.labels == c]
-        bary = barycenter(fc, ipc, learn_weights=learn_weights, iters=barycenter_iters, seed=seed + c)
-        targets.append(bary.points.float())
-        weights.append(bary.weights.float())
-        w2["weighted"].append(wasserstein2(fc, bary.points, b=bary.weights.double()))
-        w2["uniform"].append(wasserstein2(fc, bary.points))
-    targets, weights = torch.cat(targets), torch.cat(weights)
-    labels = torch.arange(data.num_classes).repeat_interleave(ipc)
-    times["barycenter"] = time.perf_counter() - t0
+    teacher = common.resolve_teacher(teacher, data, progress=progress)
+    stages = common.Stages()
+    with stages("barycenter"):  # 1. per-class barycenters of the teacher features
+        feats = common.cached_features(teacher, data)
+        barys = [barycenter(feats[data.labels == c], ipc, learn_weights=learn_weights,
+                            iters=barycenter_iters, seed=seed + c) for c in range(data.num_classes)]
+        targets = torch.cat([b.points.float() for b in barys])
+        weights = torch.cat([b.weights.float() for b in barys])
+        labels = torch.arange(data.num_classes).repeat_interleave(ipc)
+        w2 = class_w2(feats, data.labels, torch.cat([b.points for b in barys]), labels, weights)
+    with stages("bn_statistics"):  # 2. per-class BatchNorm statistics of the real images
+        stats = cached_class_bn_statistics(teacher, data)
+    with stages("synthesize"):  # 3. images whose features hit the barycenter points
+        g = torch.Generator().manual_seed(seed)
+        start = (torch.rand((len(labels), *data.image_shape), generator=g) if init == "noise"
+                 else data.images[common.random_per_class(data, ipc, g)])
+        images, history = synthesize(teacher, start, targets, stats, iterations=iterations, lr=lr,
+                                     bn_weight=bn_weight, jitter=jitter, precision=precision,
+                                     seed=seed, progress=progress)
+    w2_synthesized = class_w2(feats, data.labels, common.features(teacher, images), labels, weights)
+    report = DistillReport(
+        teacher=teacher.id, stage_seconds=stages.seconds, w2_feature=w2,
+        w2_feature_synthesized=w2_synthesized, barycenters=tuple(barys),
+        loss_history=[list(h) for h in history[:: max(1, len(history) // 100)]],
+        loss_first_last=[history[0][0], history[-1][0]] if history else None)
+    # 4. the barycenter weights are the images' training weights
+    return DistilledSet(images, labels, weights, data.classes, report)
 
-    t0 = time.perf_counter()
-    stats = cached_class_bn_statistics(teacher, data)
-    times["bn_statistics"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(seed)
-    if init == "noise":
-        syn = torch.rand((len(labels), *data.image_shape), generator=g)
-    else:
-        idx = torch.cat([torch.nonzero(data.labels == c).flatten()[
-            torch.randperm(int((data.labels == c).sum()), generator=g)[:ipc]] for c in range(data.num_classes)])
-        syn = data.images[idx].clone()
-    syn.requires_grad_(True)
+def synthesize(teacher: Teacher, start: torch.Tensor, targets: torch.Tensor,
+               class_stats: list[BnStatistics], *, iterations: int, lr: float, bn_weight: float,
+               jitter: bool, precision: str, seed: int, progress: bool = True
+               ) -> tuple[torch.Tensor, list[tuple[float, float, float]]]:
+    """Optimise images so their teacher features hit ``targets``, with the BN-statistics term.
+
+    Parameters
+    ----------
+    start : (C·K, ch, H, W) initial images in [0, 1], class by class (K per class)
+    targets : (C·K, D) feature targets, row i for image i
+    class_stats : per class, the (mean, variance) of the input of every BN layer
+        (:func:`cached_class_bn_statistics`)
+    iterations, lr, bn_weight, jitter, precision : as :func:`distill`
+    seed : seeds the jitter (kornia draws from the global generator: it is forked)
+
+    Returns
+    -------
+    the images (detached, in [0, 1]) and the (loss, feature loss, BN loss) of every step.
+    The teacher is left as it was found.
+    """
+    num_classes = len(class_stats)
+    ipc = len(start) // num_classes
+    syn = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([syn], lr=lr, betas=(0.5, 0.9))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, iterations))))
-    aug = default_augmentation(data.image_shape) if jitter else None
-    model = teacher.model.eval()
+    aug = default_augmentation(tuple(start.shape[1:])) if jitter else None
     precision = resolve_precision(precision)
-    grad_flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
     history = []
-    try:  # kornia's jitter draws from the global generator: fork it, seeded by ``seed``
-        with batchnorm_inputs(model) as rec, torch.random.fork_rng():
-            torch.manual_seed(seed)
-            for _ in tqdm(range(iterations), desc=f"wmdd ipc={ipc}", disable=not progress, mininterval=2.0):
-                x = aug(syn) if aug is not None else syn
-                with autocast(precision):
-                    f = model.features(x).float()
-                feature_loss = ((f - targets) ** 2).sum(1).mean()
-                bn_loss = torch.zeros(())
-                for c in range(data.num_classes):
-                    rows = slice(c * ipc, (c + 1) * ipc)
-                    for t, (mu, var) in zip(rec.inputs, stats[c]):
-                        m, v = _bn_moments(t[rows].float())
-                        bn_loss = bn_loss + ((m - mu) ** 2).sum() + ((v - var) ** 2).sum()
-                loss = feature_loss + bn_weight * bn_loss / data.num_classes
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                with torch.no_grad():
-                    syn.clamp_(0, 1)
-                history.append((loss.item(), feature_loss.item(), bn_loss.item()))
-    finally:  # leave the shared teacher as it was found
-        for p, flag in zip(model.parameters(), grad_flags):
-            p.requires_grad_(flag)
-    times["synthesize"] = time.perf_counter() - t0
+    with common.as_found(teacher.model) as model, batchnorm_inputs(model) as rec, torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for _ in tqdm(range(iterations), desc=f"wmdd ipc={ipc}", disable=not progress, mininterval=2.0):
+            x = aug(syn) if aug is not None else syn
+            with autocast(precision):
+                f = model.features(x).float()
+            feature_loss = ((f - targets) ** 2).sum(1).mean()
+            bn_loss = torch.zeros(())
+            for c in range(num_classes):
+                rows = slice(c * ipc, (c + 1) * ipc)
+                for t, (mu, var) in zip(rec.inputs, class_stats[c]):
+                    m, v = _bn_moments(t[rows].float())
+                    bn_loss = bn_loss + ((m - mu) ** 2).sum() + ((v - var) ** 2).sum()
+            loss = feature_loss + bn_weight * bn_loss / num_classes
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                syn.clamp_(0, 1)
+            history.append((loss.item(), feature_loss.item(), bn_loss.item()))
+    return syn.detach(), history
 
-    from .common import features
 
-    final = features(teacher, syn.detach())
-    w2_synth = {"weighted": [], "uniform": []}
-    for c in range(data.num_classes):
-        rows = slice(c * ipc, (c + 1) * ipc)
-        fc = feats[data.labels == c]
-        w2_synth["weighted"].append(wasserstein2(fc, final[rows], b=weights[rows].double()))
-        w2_synth["uniform"].append(wasserstein2(fc, final[rows]))
-    mean = lambda v: float(sum(v) / len(v))  # noqa: E731
-    meta = {
-        "teacher": teacher.id,
-        "stage_seconds": {k: round(v, 3) for k, v in times.items()},
-        "w2_feature": {"weighted": mean(w2["weighted"]), "uniform": mean(w2["uniform"])},
-        "w2_feature_synthesized": {k: mean(v) for k, v in w2_synth.items()},
-        "loss_history": [list(h) for h in history[:: max(1, len(history) // 100)]],
-        "loss_first_last": [history[0][0], history[-1][0]] if history else None,
-    }
-    return DistilledSet(syn.detach(), labels, weights, data.classes, meta)
+def _bn_moments(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return t.mean((0, 2, 3)), t.var((0, 2, 3), unbiased=False)

@@ -6,6 +6,10 @@ Fails (exit 1) on
   * an <img> whose file is missing or empty (or an empty data: URI),
   * an internal link to a page or anchor that does not exist,
   * an executed cell that shows an error (traceback) in any page,
+  * a stderr block that shows a filesystem path (a warning printed with its source file, as
+    `.../site-packages/tqdm/auto.py:21: TqdmWarning: ...`),
+  * any cell output that shows a path of the build machine (the checkout, the home folder,
+    site-packages),
 and renders the main pages in headless Chromium, saving screenshots and failing on a blank
 page. Chromium comes from Debian's `chromium` package (`.ci/run` installs it).
 """
@@ -13,6 +17,7 @@ page. Chromium comes from Debian's `chromium` package (`.ci/run` installs it).
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -23,12 +28,19 @@ from urllib.parse import unquote, urlparse
 
 ERROR_MARKERS = ("Traceback (most recent call last)", 'class="output traceback"',
                  "cell_output error", "ename", "PapermillExecutionError")
+# an absolute POSIX path of two or more parts (not a URL, not ~/...), or a Windows drive path
+FILE_PATH = re.compile(r"(?<![\w.:/~-])(?:/[\w.+@-]+){2,}|\b[A-Za-z]:\\[\w.+ -]+\\")
+MACHINE_PATHS = ("site-packages", f"{Path.home()}/", f"{Path(__file__).resolve().parents[1]}/")
 
 
 class _Page(HTMLParser):
+    """Images, links and ids of a page, and the text of its cell outputs and stderr blocks."""
+
     def __init__(self):
         super().__init__()
         self.images, self.links, self.ids = [], [], set()
+        self.outputs, self.stderr = [], []  # text of each cell output (but stderr) / stderr block
+        self._divs = []  # the open <div>s: "output", "stderr" or None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -38,6 +50,25 @@ class _Page(HTMLParser):
             self.images.append(a["src"])
         if tag == "a" and "href" in a:
             self.links.append(a["href"])
+        if tag == "div":
+            classes = (a.get("class") or "").split()
+            kind = ("stderr" if "stderr" in classes else
+                    "output" if {"cell_output", "output"} & set(classes) else None)
+            if kind and not any(self._divs):
+                self.outputs.append("")
+            if kind == "stderr":
+                self.stderr.append("")
+            self._divs.append(kind)
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self._divs:
+            self._divs.pop()
+
+    def handle_data(self, data):
+        if "stderr" in self._divs:
+            self.stderr[-1] += data
+        elif any(self._divs):
+            self.outputs[-1] += data
 
 
 def _parse(path: Path) -> _Page:
@@ -46,7 +77,26 @@ def _parse(path: Path) -> _Page:
     return page
 
 
-def static_problems(root: Path) -> list[str]:
+def _line_with(text: str, found: str) -> str:
+    line = next(line for line in text.splitlines() if found in line).strip()
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def output_problems(page: _Page, machine_paths=MACHINE_PATHS) -> list[str]:
+    """Stderr blocks that show a filesystem path; other outputs that show a build-machine path."""
+    problems = []
+    for block in page.stderr:
+        if m := FILE_PATH.search(block):
+            problems.append(f"shows stderr with a filesystem path: {_line_with(block, m.group())!r}")
+    for block in page.outputs:
+        for marker in machine_paths:
+            if marker in block:
+                problems.append(f"shows a path of the build machine: {_line_with(block, marker)!r}")
+                break
+    return list(dict.fromkeys(problems))
+
+
+def static_problems(root: Path, machine_paths=MACHINE_PATHS) -> list[str]:
     problems, pages = [], {}
     html_files = sorted(p for p in root.rglob("*.html") if "_static" not in p.parts
                         and "_sources" not in p.parts and "_modules" not in p.parts)
@@ -60,6 +110,7 @@ def static_problems(root: Path) -> list[str]:
             if marker in text:
                 problems.append(f"{rel}: shows an error cell ({marker!r})")
                 break
+        problems += [f"{rel}: {p}" for p in output_problems(page, machine_paths)]
         for src in page.images:
             if src.startswith("data:"):
                 if len(src) < 100:

@@ -108,10 +108,10 @@ if distribution in ("all", "pixels"):
 # %%
 quantizers = {(name, k): kmeans(x, k, iters=iters, seed=seed)
               for name, x in samples.items() for k in k_grid}
-e2 = {name: [quantizers[name, k].distortion for k in k_grid] for name in samples}
+e2 = {n: [quantizers[n, k].distortion for k in k_grid] for n in samples}
 
 fig, ax = plt.subplots()
-slopes = {name: plotting.loglog_fit(ax, k_grid, e2[name], label=name) for name in samples}
+slopes = {n: plotting.loglog_fit(ax, k_grid, e2[n], label=n) for n in samples}
 ax.set(xlabel="number of points $K$", ylabel="distortion $e_K^2$")
 ax.legend(fontsize="small")
 plt.show()

@@ -57,15 +57,18 @@ def test_stderr_without_a_path_and_ordinary_outputs_pass(tmp_path):
     assert check_book.main([str(site), "--no-browser"]) == 0
 
 
-def test_any_output_showing_a_build_machine_path_fails(tmp_path):
-    home = str(Path.home())
-    site = _site(tmp_path, _output("stream", f"weights in {home}/.cache/pqlib/prior.safetensors"))
-    problems = check_book.static_problems(site)
-    assert problems == [f"index.html: shows a path of the build machine: "
-                        f"'weights in {home}/.cache/pqlib/prior.safetensors'"]
+def test_any_text_showing_a_build_machine_path_fails(tmp_path):
+    home, checkout = str(Path.home()), str(Path(__file__).resolve().parents[1])
+    site = _site(tmp_path, _output("stream", f"weights in {home}/.cache/pqlib/prior.safetensors")
+                 + f'<dl><dt>run(notebook=PosixPath(\'{checkout}/notebooks/experiment.py\'))</dt></dl>')
+    assert check_book.static_problems(site) == [
+        f"index.html: shows a path of the build machine: "
+        f"'weights in {home}/.cache/pqlib/prior.safetensors'",
+        f"index.html: shows a path of the build machine: "
+        f"\"run(notebook=PosixPath('{checkout}/notebooks/experiment.py'))\""]
 
 
-def test_paths_in_prose_and_code_are_not_outputs(tmp_path):
-    site = _site(tmp_path, f"<p>cached under {Path.home()}/.cache</p>"
-                           '<div class="cell_input"><pre>open("/work/data/x.npz")</pre></div>')
+def test_other_paths_outside_stderr_and_scripts_pass(tmp_path):
+    site = _site(tmp_path, '<div class="cell_input"><pre>open("/data/mnist/x.npz")</pre></div>'
+                           f'<script>var root = "{Path.home()}/site-packages";</script>')
     assert check_book.static_problems(site) == []

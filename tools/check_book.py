@@ -35,7 +35,7 @@ MACHINE_PATHS = ("site-packages", f"{Path.home()}/", f"{Path(__file__).resolve()
 
 
 class _Page(HTMLParser):
-    """Images, links and ids of a page, and the text of its cell outputs and stderr blocks."""
+    """Images, links and ids of a page, its visible text and the text of its stderr blocks."""
 
     def __init__(self):
         super().__init__()

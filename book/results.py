@@ -136,17 +136,15 @@ for name, df in (("Reference run", paper), ("This build", build)):
 # gives the prior more say. {doc}`../notebooks/ablations` shows the images and the W2 side.
 
 # %% tags=["hide-input"]
-strength = paper[paper.variant.isin(["ddoq-strength0.5", "ddoq", "ddoq-strength0.9"]) & (paper.ipc == 10)] \
-    if not paper.empty else paper
-if strength.empty:
+strengths = {"ddoq-strength0.5": 0.5, "ddoq": 0.7, "ddoq-strength0.9": 0.9}  # variant: strength
+runs = paper[paper.variant.isin(strengths) & (paper.ipc == 10)] if not paper.empty else paper
+if runs.empty:
     display(Markdown("*No strength runs in the reference records yet.*"))
 else:
-    strength = strength.assign(strength=strength.variant.map(
-        {"ddoq-strength0.5": 0.5, "ddoq": 0.7, "ddoq-strength0.9": 0.9}))
-    display(strength.groupby("strength")[["acc_soft", "acc_hard"]]
-            .agg(lambda v: f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.iloc[0]:.1f}")
-            .join(strength.groupby("strength").seed.nunique().rename("seeds"))
-            .rename(columns={"acc_soft": "soft labels (%)", "acc_hard": "hard labels (%)"}))
+    tables = {kind: results.accuracy_table(runs, kind, order=list(strengths))
+              for kind in ("soft", "hard")}
+    display(pd.concat({f"{kind} labels (%)": t["IPC 10"] for kind, t in tables.items()}, axis=1)
+            .join(tables["soft"].seeds).rename(index=strengths).rename_axis("strength"))
 
 # %% [markdown]
 # ## Distance to the data: W2 with and without the weights

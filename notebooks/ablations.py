@@ -56,13 +56,12 @@ seed = 0
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
 import pqlib
 from pqlib import plotting
-from pqlib.methods.common import encoded_latents, features
+from pqlib.methods.common import encoded_latents, feature_w2, features
 from pqlib.priors import load_prior
 from pqlib.quantize import kmeans
 from pqlib.train import train_teacher
@@ -142,41 +141,28 @@ pd.DataFrame({"slope (K ≥ 2)": slopes, "d_eff = −2/slope": {k: -2 / v for k,
 # the centroid (blurry: an average of digits); strength 1 ignores the centroid (a fresh sample
 # of the class). Below, the same IPC-10 codebook of every class decoded at several strengths,
 # with the teacher's agreement with the class and the feature-space W2 of the decoded set (with
-# Voronoi weights) to the class.
+# Voronoi weights) to the class. Each row is a DDOQ run,
+# `pqlib.distill("ddoq", data, ipc, prior=prior, strength=s)`.
 
 # %%
-latents = spaces["latent"]
-points, labels, weights = [], [], []
-for c in range(data.num_classes):
-    q = kmeans(latents[data.labels == c], ipc, seed=seed + c)
-    points.append(q.points)
-    weights.append(q.weights)
-    labels.append(torch.full((ipc,), c))
-points = torch.cat(points).view(-1, *prior.latent_shape)
-labels, weights = torch.cat(labels), torch.cat(weights)
-feats = spaces["feature"]
 rows, decoded = [], {}
 for s in strengths:
-    imgs = prior.decode(points, labels, strength=s, seed=seed, progress=False)
-    decoded[s] = imgs
-    f = features(teacher, imgs)
-    agree = (teacher.model.classifier(f).argmax(1) == labels).float().mean().item() * 100
-    fw2 = np.mean([wasserstein2(feats[data.labels == c], f[labels == c], b=weights[labels == c].double())
-                   for c in range(data.num_classes)])
-    rows.append({"strength": s, "teacher agreement %": agree, "feature W2 (Voronoi weights)": fw2})
+    ddoq = pqlib.distill("ddoq", data, ipc, seed=seed, prior=prior, strength=s, progress=False)
+    decoded[s] = ddoq.images
+    predicted = teacher.model.classifier(features(teacher, ddoq.images)).argmax(1)
+    rows.append({"strength": s,
+                 "teacher agreement %": 100 * (predicted == ddoq.labels).float().mean().item(),
+                 "feature W2 (Voronoi weights)": feature_w2(teacher, data, ddoq)["weighted"]})
 pd.DataFrame(rows).set_index("strength").round(3)
 
 # %%
-fig, axes = plt.subplots(len(strengths), 10, figsize=(8, 0.85 * len(strengths)))
-for r, s in enumerate(strengths):
-    for c in range(10):
-        ax = axes[r, c]
+n = data.num_classes
+fig, axes = plt.subplots(len(strengths), n, figsize=(0.8 * n, 0.85 * len(strengths)), squeeze=False)
+for row, s in zip(axes, strengths):
+    for c, ax in enumerate(row):
         ax.imshow(decoded[s][c * ipc, 0], cmap="gray", vmin=0, vmax=1)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-        if c == 0:
-            ax.set_ylabel(f"{s:.1f}", rotation=0, labelpad=14, fontsize=8)
+        ax.set(xticks=[], yticks=[])
+    row[0].set_ylabel(f"{s:.1f}", rotation=0, labelpad=14, fontsize=8)
 fig.suptitle("first centroid of each class, decoded at each strength", fontsize=9)
 plt.show()
 

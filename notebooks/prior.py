@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -75,25 +76,19 @@ strengths = [0.0, 0.3, 0.5, 0.7, 0.9, 1.0]
 
 
 # %%
-def show(images, nrow, *, title=None, row_labels=None, col_labels=None):
+def show(images, nrow, *, row_labels=(), col_labels=()):
     """Images (N, C, H, W) in [0, 1] as a grid with ``nrow`` images per row."""
-    n = len(images)
-    rows = (n + nrow - 1) // nrow
-    fig, axes = plt.subplots(rows, nrow, figsize=(0.8 * nrow, 0.8 * rows + (0.4 if title else 0)),
-                             squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for side in ax.spines.values():
-            side.set_visible(False)
-        if i < n:
-            ax.imshow(images[i].permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
-    for r, label in enumerate(row_labels or []):
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
-    for c, label in enumerate(col_labels or []):
-        axes[0, c].set_title(label, fontsize=9)
-    if title:
-        fig.suptitle(title)
+    rows = -(-len(images) // nrow)
+    fig, axes = plt.subplots(rows, nrow, figsize=(0.8 * nrow, 0.8 * rows), squeeze=False)
+    for ax, image in zip(axes.flat, images):
+        ax.imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
+        ax.spines[:].set_visible(False)
+    for ax, label in zip(axes[:, 0], row_labels):
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+    for ax, label in zip(axes[0], col_labels):
+        ax.set_title(label, fontsize=9)
     fig.tight_layout()
     plt.show()
 

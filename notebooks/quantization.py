@@ -79,7 +79,7 @@ from pqlib.transport import barycenter, wasserstein2
 
 plotting.set_theme()
 if distribution not in ("all", "uniform", "gaussian", "pixels"):
-    raise ValueError(f"distribution={distribution!r} is not 'all', 'uniform', 'gaussian' or 'pixels'")
+    raise ValueError(f"distribution={distribution!r}: use all, uniform, gaussian or pixels")
 
 # %% [markdown]
 # ## Distortion against the number of points
@@ -107,8 +107,7 @@ if distribution not in ("all", "uniform", "gaussian", "pixels"):
 gen = torch.Generator().manual_seed(seed)
 samples = {}
 if distribution in ("all", "uniform"):
-    for d in dims:
-        samples[f"uniform d={d}"] = torch.rand(n_samples, d, generator=gen)
+    samples.update({f"uniform d={d}": torch.rand(n_samples, d, generator=gen) for d in dims})
 if distribution in ("all", "gaussian"):
     samples["gaussian d=2"] = torch.randn(n_samples, 2, generator=gen)
 if distribution in ("all", "pixels"):
@@ -122,12 +121,10 @@ if distribution in ("all", "pixels"):
 # %%
 quantizers = {(name, k): kmeans(x, k, iters=iters, seed=seed)
               for name, x in samples.items() for k in k_grid}
-curves = pd.DataFrame([{"distribution": name, "K": k, "distortion": q.distortion}
-                       for (name, k), q in quantizers.items()])
+e2 = {n: [quantizers[n, k].distortion for k in k_grid] for n in samples}
 
 fig, ax = plt.subplots()
-slopes = {name: plotting.loglog_fit(ax, g.K, g.distortion, label=name)
-          for name, g in curves.groupby("distribution", sort=False)}
+slopes = {n: plotting.loglog_fit(ax, k_grid, e2[n], label=n) for n in samples}
 ax.set(xlabel="number of points $K$", ylabel="distortion $e_K^2$")
 ax.legend(fontsize="small")
 plt.show()
@@ -137,8 +134,8 @@ plt.show()
 # least-squares lines (dashed) fitted over the whole grid of $K$.
 
 # %%
-rates = pd.DataFrame({"slope": slopes, "-2/d for the ambient d": {
-    name: -2 / int(name.rsplit("d=", 1)[1]) for name in slopes}})
+ambient = {name: x.shape[1] for name, x in samples.items()}
+rates = pd.DataFrame({"slope": slopes, "ambient d": ambient})
 rates["d_eff = -2/slope"] = -2 / rates["slope"]
 rates.round(3)
 
@@ -154,16 +151,12 @@ rates.round(3)
 # of $K$ equal cells, with distortion $1/(12K^2)$.
 
 # %%
-if "uniform d=1" in samples:
-    uniform1 = {k: quantizers[("uniform d=1", k)] for k in k_grid}
-else:
-    x1 = torch.rand(n_samples, 1, generator=gen)
-    uniform1 = {k: kmeans(x1, k, iters=iters, seed=seed) for k in k_grid}
-exact = pd.DataFrame({"K": k_grid,
-                      "measured": [uniform1[k].distortion for k in k_grid],
-                      "1/(12K²)": [1 / (12 * k**2) for k in k_grid]})
+x1 = torch.rand(n_samples, 1, generator=torch.Generator().manual_seed(seed))  # U[0, 1]
+exact = pd.DataFrame(index=pd.Index(k_grid, name="K"))
+exact["measured"] = [kmeans(x1, k, iters=iters, seed=seed).distortion for k in k_grid]
+exact["1/(12K²)"] = [1 / (12 * k**2) for k in k_grid]
 exact["measured / optimum"] = exact["measured"] / exact["1/(12K²)"]
-exact.style.format({"measured": "{:.3e}", "1/(12K²)": "{:.3e}", "measured / optimum": "{:.4f}"})
+exact.style.format("{:.3e}").format("{:.4f}", subset="measured / optimum")
 
 # %% [markdown]
 # Lloyd's algorithm lands within a few percent of the optimum. What remains is the sampling
@@ -178,10 +171,8 @@ exact.style.format({"measured": "{:.3e}", "1/(12K²)": "{:.3e}", "measured / opt
 # memory at once. One Lloyd iteration reads all the data, so we compare the two per pass.
 
 # %%
-name = list(samples)[-1]
-x = samples[name]
-k = k_grid[len(k_grid) // 2]
-passes, batch = 15, 256
+name, x = list(samples.items())[-1]
+k, passes, batch = k_grid[len(k_grid) // 2], 15, 256
 lloyd = kmeans(x, k, iters=passes - 1, tol=None, seed=seed)
 online = clvq(x, k, steps=passes * math.ceil(len(x) / batch), batch_size=batch, seed=seed)
 
@@ -213,16 +204,15 @@ pd.DataFrame({"Lloyd": [lloyd.distortion], "CLVQ": [online.distortion]},
 # uniform weights $1/K$. We compute both distances with POT's exact solver.
 
 # %%
-rows = []
-for (name, k), q in quantizers.items():
-    w2_voronoi = wasserstein2(samples[name], q.points, b=q.weights)
-    w2_uniform = wasserstein2(samples[name], q.points)
-    rows.append({"distribution": name, "K": k, "W2 Voronoi": w2_voronoi,
-                 "W2 uniform": w2_uniform, "identity error": abs(w2_voronoi**2 / q.distortion - 1),
-                 "reduction %": 100 * (1 - w2_voronoi / w2_uniform)})
-w2 = pd.DataFrame(rows)
-print(f"largest |W2² / distortion - 1| over all codebooks: {w2['identity error'].max():.1e}")
-w2.pivot(index="K", columns="distribution", values="reduction %")[list(samples)].round(1)
+w2 = pd.DataFrame([{"distribution": name, "K": k, "distortion": q.distortion,
+                    "W2 Voronoi": wasserstein2(samples[name], q.points, b=q.weights),
+                    "W2 uniform": wasserstein2(samples[name], q.points)}
+                   for (name, k), q in quantizers.items()])
+identity = (w2["W2 Voronoi"] ** 2 / w2["distortion"] - 1).abs().max()
+print(f"largest |W2² / distortion - 1| over all codebooks: {identity:.1e}")
+w2["reduction %"] = 100 * (1 - w2["W2 Voronoi"] / w2["W2 uniform"])
+reduction = w2.pivot(index="K", columns="distribution", values="reduction %")[list(samples)]
+reduction.round(1)
 
 # %% [markdown]
 # The identity {eq}`eq-nb-distortion` holds to solver precision. The reduction is large where
@@ -232,10 +222,8 @@ w2.pivot(index="K", columns="distribution", values="reduction %")[list(samples)]
 # and, here, for raw pixels. DDOQ reports about 16 % in the latent space of Stable Diffusion.
 
 # %%
-fig, ax = plt.subplots()
-for name, g in w2.groupby("distribution", sort=False):
-    ax.plot(g.K, g["reduction %"], marker="o", label=name)
-ax.set(xscale="log", xlabel="number of points $K$", ylabel="W2 reduction by Voronoi weights (%)")
+ax = reduction.plot(logx=True, marker="o", xlabel="number of points $K$",
+                    ylabel="W2 reduction by Voronoi weights (%)")
 ax.set_xticks(k_grid, labels=k_grid)
 ax.minorticks_off()
 ax.legend(fontsize="small")
@@ -265,11 +253,9 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True)
 for ax, (title, (points, weights)) in zip(axes, fits.items()):
     ax.scatter(*mixture.T, s=3, alpha=0.25, color="0.5")
     ax.scatter(*points.T, s=2500 * weights, color="C3", edgecolor="k", alpha=0.8)
-    for (px, py), w in zip(points.tolist(), weights.tolist()):
-        ax.annotate(f"{w:.2f}", (px, py), xytext=(0, 14), textcoords="offset points",
-                    ha="center", fontsize="small")
-    w2_value = wasserstein2(mixture, points, b=weights / weights.sum())
-    ax.set(title=f"{title}: $W_2$ = {w2_value:.3f}", aspect="equal")
+    for xy, w in zip(points.tolist(), weights.tolist()):
+        ax.annotate(f"{w:.2f}", xy, xytext=(0, 14), textcoords="offset points", ha="center")
+    ax.set(title=title, aspect="equal")
 plt.show()
 
 # %% [markdown]

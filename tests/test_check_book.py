@@ -29,3 +29,46 @@ def test_missing_image_broken_link_bad_anchor_and_error_cell(tmp_path):
     assert "broken link nope.html" in problems
     assert "missing anchor" in problems
     assert "error cell" in problems
+
+
+def _output(kind, text):
+    """A cell output as myst-nb renders it: ``kind`` is 'stderr', 'stream' or 'text_plain'."""
+    return (f'<div class="cell_output docutils container"><div class="output {kind} '
+            f'highlight-myst-ansi notranslate"><div class="highlight"><pre><span></span>{text}'
+            '</pre></div></div></div>')
+
+
+def test_stderr_with_a_filesystem_path_fails_naming_page_and_text(tmp_path):
+    warning = ("/work/main/.venv/lib/python3.12/site-packages/tqdm/auto.py:21: "
+               "TqdmWarning: IProgress not found. Please update jupyter and ipywidgets.")
+    site = _site(tmp_path, _output("stderr", warning))
+    problems = check_book.static_problems(site)
+    assert len(problems) == 1
+    assert problems[0].startswith("index.html: shows stderr with a filesystem path")
+    assert "TqdmWarning: IProgress not found" in problems[0]
+    assert check_book.main([str(site), "--no-browser"]) == 1
+
+
+def test_stderr_without_a_path_and_ordinary_outputs_pass(tmp_path):
+    site = _site(tmp_path, _output("stderr", "decode s=0.7: 100%|##########| 10/10")
+                 + _output("stream", "ratio 3/4 over train/test, see https://example.org/a/b")
+                 + _output("text_plain", "{'latent': (10000, 256)}"))
+    assert check_book.static_problems(site) == []
+    assert check_book.main([str(site), "--no-browser"]) == 0
+
+
+def test_any_text_showing_a_build_machine_path_fails(tmp_path):
+    home, checkout = str(Path.home()), str(Path(__file__).resolve().parents[1])
+    site = _site(tmp_path, _output("stream", f"weights in {home}/.cache/pqlib/prior.safetensors")
+                 + f'<dl><dt>run(notebook=PosixPath(\'{checkout}/notebooks/experiment.py\'))</dt></dl>')
+    assert check_book.static_problems(site) == [
+        f"index.html: shows a path of the build machine: "
+        f"'weights in {home}/.cache/pqlib/prior.safetensors'",
+        f"index.html: shows a path of the build machine: "
+        f"\"run(notebook=PosixPath('{checkout}/notebooks/experiment.py'))\""]
+
+
+def test_other_paths_outside_stderr_and_scripts_pass(tmp_path):
+    site = _site(tmp_path, '<div class="cell_input"><pre>open("/data/mnist/x.npz")</pre></div>'
+                           f'<script>var root = "{Path.home()}/site-packages";</script>')
+    assert check_book.static_problems(site) == []

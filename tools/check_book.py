@@ -6,6 +6,10 @@ Fails (exit 1) on
   * an <img> whose file is missing or empty (or an empty data: URI),
   * an internal link to a page or anchor that does not exist,
   * an executed cell that shows an error (traceback) in any page,
+  * a stderr block that shows a filesystem path (a warning printed with its source file, as
+    `.../site-packages/tqdm/auto.py:21: TqdmWarning: ...`),
+  * any text that shows a path of the build machine (the checkout, the home folder,
+    site-packages): in an output, a code cell or a rendered signature,
 and renders the main pages in headless Chromium, saving screenshots and failing on a blank
 page. Chromium comes from Debian's `chromium` package (`.ci/run` installs it).
 """
@@ -13,6 +17,7 @@ page. Chromium comes from Debian's `chromium` package (`.ci/run` installs it).
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -23,12 +28,22 @@ from urllib.parse import unquote, urlparse
 
 ERROR_MARKERS = ("Traceback (most recent call last)", 'class="output traceback"',
                  "cell_output error", "ename", "PapermillExecutionError")
+# an absolute POSIX path of two or more parts (not a URL, not ~/...), or a Windows drive path
+FILE_PATH = re.compile(r"(?<![\w.:/~-])(?:/[\w.+@-]+){2,}|\b[A-Za-z]:\\[\w.+ -]+\\")
+BLOCKS = {"div", "p", "pre", "li", "dt", "dd", "tr", "td", "th", "br", "h1", "h2", "h3", "h4"}
+MACHINE_PATHS = ("site-packages", f"{Path.home()}/", f"{Path(__file__).resolve().parents[1]}/")
 
 
 class _Page(HTMLParser):
+    """Images, links and ids of a page, its visible text and the text of its stderr blocks."""
+
     def __init__(self):
         super().__init__()
         self.images, self.links, self.ids = [], [], set()
+        self.stderr = []  # the text of each stderr block
+        self.text = []  # all visible text
+        self._divs = []  # the open <div>s: "stderr" or None
+        self._hidden = 0  # depth inside <script> / <style>
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -38,6 +53,29 @@ class _Page(HTMLParser):
             self.images.append(a["src"])
         if tag == "a" and "href" in a:
             self.links.append(a["href"])
+        if tag in ("script", "style"):
+            self._hidden += 1
+        if tag in BLOCKS:
+            self.text.append("\n")
+        if tag == "div":
+            stderr = "stderr" in (a.get("class") or "").split()
+            if stderr:
+                self.stderr.append("")
+            self._divs.append("stderr" if stderr else None)
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._hidden = max(0, self._hidden - 1)
+        if tag in BLOCKS:
+            self.text.append("\n")
+        if tag == "div" and self._divs:
+            self._divs.pop()
+
+    def handle_data(self, data):
+        if "stderr" in self._divs:
+            self.stderr[-1] += data
+        if not self._hidden:
+            self.text.append(data)
 
 
 def _parse(path: Path) -> _Page:
@@ -46,7 +84,29 @@ def _parse(path: Path) -> _Page:
     return page
 
 
-def static_problems(root: Path) -> list[str]:
+def _line_with(text: str, found: str) -> str:
+    line = next(line for line in text.splitlines() if found in line).strip()
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def path_problems(page: _Page, machine_paths=MACHINE_PATHS) -> list[str]:
+    """Stderr blocks that show a filesystem path; other text that shows a build-machine path."""
+    problems, flagged = [], set()
+    for block in page.stderr:
+        if m := FILE_PATH.search(block):
+            line = _line_with(block, m.group())
+            flagged.add(line)
+            problems.append(f"shows stderr with a filesystem path: {line!r}")
+    text = "".join(page.text)
+    for marker in machine_paths:
+        lines = {_line_with(line, marker) for line in text.splitlines() if marker in line}
+        problems += [f"shows a path of the build machine: {line!r}"
+                     for line in sorted(lines - flagged)]
+        flagged |= lines
+    return problems
+
+
+def static_problems(root: Path, machine_paths=MACHINE_PATHS) -> list[str]:
     problems, pages = [], {}
     html_files = sorted(p for p in root.rglob("*.html") if "_static" not in p.parts
                         and "_sources" not in p.parts and "_modules" not in p.parts)
@@ -60,6 +120,7 @@ def static_problems(root: Path) -> list[str]:
             if marker in text:
                 problems.append(f"{rel}: shows an error cell ({marker!r})")
                 break
+        problems += [f"{rel}: {p}" for p in path_problems(page, machine_paths)]
         for src in page.images:
             if src.startswith("data:"):
                 if len(src) < 100:

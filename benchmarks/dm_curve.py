@@ -90,7 +90,7 @@ def main(argv=None) -> None:
 
                 result = dm.distill(train, ipc, seed=seed, iterations=top, real_batch=args.real_batch,
                                     callback=keep, progress=True, **VARIANTS[variant])
-                init = train.images[torch.tensor(result.meta["init_indices"])]
+                init = train.images[torch.tensor(result.report.init_indices)]
                 snaps[0] = (init, 0.0)
                 for it in sorted(args.budgets):
                     images, seconds = snaps[it]

@@ -46,7 +46,7 @@ def cmd_distill(args) -> int:
     result = distill(args.method, data, args.ipc, seed=args.seed, **options)
     result.save(out, overwrite=args.force)
     print(f"wrote {len(result)} images ({args.ipc} per class) to {out} "
-          f"in {result.meta['wall_time_s']:.1f} s")
+          f"in {result.report.wall_time_s:.1f} s")
     return 0
 
 
@@ -59,7 +59,7 @@ def cmd_evaluate(args) -> int:
     from .train import evaluate, resolve_precision, train_student, train_teacher
 
     distilled = DistilledSet.load(args.dir)
-    dataset = args.dataset or distilled.meta.get("dataset")
+    dataset = args.dataset or distilled.report.dataset
     if not dataset:
         raise UsageError("--dataset is required: the distilled set does not record its dataset")
     test = load(dataset, "test")
@@ -85,7 +85,7 @@ def cmd_evaluate(args) -> int:
         "protocol": protocol.as_dict(), "compiled": model.compiled,
         "seed": args.seed, "use_weights": not args.no_weights,
         "precision": resolve_precision(), "train_eval_seconds": round(seconds, 2),
-        "distilled": distilled.meta, **provenance(),
+        "distilled": distilled.report.to_dict(), **provenance(),
     }
     path = Path(args.dir) / f"eval-{tag}.json"
     with atomic_write(path, "w") as f:

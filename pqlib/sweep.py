@@ -227,14 +227,17 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     staged_nb, staged_rec, staged_set = stage / "run.ipynb", stage / "record.json", stage / "distilled"
-    params = dict(run.parameters, result_path=str(staged_rec), distilled_dir=str(staged_set))
+    cwd = Path(cwd or project_root())
+    # paths relative to the kernel's folder: the executed notebook shows no machine paths
+    params = dict(run.parameters, result_path=os.path.relpath(staged_rec, cwd),
+                  distilled_dir=os.path.relpath(staged_set, cwd))
     if threads:
         params["threads"] = threads
     start, record, error = time.perf_counter(), {}, None
     try:
         papermill.execute_notebook(jupytext.read(notebook), str(staged_nb), parameters=params,
                                    kernel_name="python3", progress_bar=False,
-                                   cwd=str(cwd or project_root()))
+                                   cwd=str(cwd))
         if not staged_rec.exists():
             raise RuntimeError(f"the notebook finished without writing its record {staged_rec}")
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback

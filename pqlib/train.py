@@ -362,7 +362,7 @@ class _StudentLoop:
         self.g = torch.Generator().manual_seed(seed)
         self.net = self.model = net
         if protocol.standardize:
-            mean, std = channel_stats(distilled.meta.get("dataset"), distilled.images)
+            mean, std = channel_stats(distilled.report.dataset, distilled.images)
             self.model = Standardized(net, mean, std).to(device)
         strategy = protocol.dsa_strategy(self.x.shape[1])
         self.augment = (default_augmentation(tuple(self.x.shape[1:])) if protocol.augmentation == "kornia"

@@ -24,7 +24,16 @@ Example
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+
+from tqdm import TqdmWarning
+
+# diffusers imports tqdm.auto, which warns (with its file path) in a Jupyter kernel without
+# ipywidgets; pqlib draws plain tqdm bars, so import it once here with that warning off.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", TqdmWarning)
+    import tqdm.auto  # noqa: F401
 
 from ..cache import cache_dir
 from .base import Prior

@@ -1,0 +1,22 @@
+"""The library stays legible: no module over 450 lines, no function over 60 code lines
+(docstrings, comments and blank lines excluded; counted by tools/shape.py)."""
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("shape", REPO / "tools" / "shape.py")
+shape = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(shape)
+
+
+def test_modules_and_functions_stay_short():
+    s = shape.shape(REPO / "pqlib")
+    long_modules = {p: n for p, (_, n) in s["modules"].items() if n > 450}
+    long_functions = {f: n for f, n in s["functions"].items() if n > 60}
+    assert not long_modules and not long_functions
+
+
+def test_the_counter_skips_docstrings_comments_and_blank_lines():
+    source = 'def f(x):\n    """Doc\n    string."""\n\n    # comment\n    return (x +\n            1)\n'
+    assert shape.code_lines(source) == {1, 6, 7}

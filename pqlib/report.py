@@ -158,8 +158,8 @@ class DistillReport:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or f.name in _IN_MEMORY:
-                continue
+            if (value is None and f.name != "commit") or f.name in _IN_MEMORY:
+                continue  # the commit stays, null outside a git checkout: unknown, not absent
             out[f.name] = value.to_dict() if isinstance(value, W2) else value
             if f.name == "w2_latent":
                 out["w2_reduction_pct"] = value.reduction_pct

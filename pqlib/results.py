@@ -27,7 +27,8 @@ Schema (version 2)::
     teacher         {"id", "accuracy"}
     distill_meta    the DistilledSet's report (:meth:`DistillReport.to_dict`: options, timings,
                     W2, ...) without its index and loss lists
-    commit, machine, versions   provenance
+    commit, source, machine, versions   provenance (``source``: where the code came from;
+                    ``commit`` is null outside a git checkout)
     wall_time_s     the whole run (set by the sweep: kernel start to finish)
     created         ISO-8601 UTC time the record was written
 

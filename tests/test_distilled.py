@@ -160,7 +160,7 @@ def test_build_record_has_the_schema_2_layout():
                        notebook_seconds=7.0)
     assert set(rec) == {"run", "profile", "status", "parameters", "derived", "accuracy", "protocol",
                         "compiled", "w2", "feature_w2", "stage_seconds", "train_seconds", "teacher",
-                        "distill_meta", "commit", "machine", "versions", "notebook_seconds"}
+                        "distill_meta", "commit", "source", "machine", "versions", "notebook_seconds"}
     assert (rec["run"], rec["profile"], rec["parameters"]) == ("r", "p", params)
     assert rec["accuracy"] == {"soft": 90.0, "hard": 80.0} and rec["compiled"] == {"soft": False, "hard": True}
     assert rec["protocol"]["hard"] == get_protocol("dc").as_dict()

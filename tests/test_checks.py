@@ -82,3 +82,23 @@ def test_messages_stay_short_and_read_well():
     with pytest.raises(InvalidParameter, match=r"data=<Tensor of shape \(500, 3\)> should be a "
                                                r"list or a tuple$"):
         g(data=torch.zeros(500, 3))
+
+
+def test_callable_accepts_every_kind_of_callable():
+    from pqlib.checks import Callable
+
+    @checked(fn=Callable)
+    def h(fn):
+        return fn
+
+    class Rate:
+        def __call__(self, t):
+            return 1 / (t + 1)
+
+        def half(self, t):
+            return 0.5
+
+    for fn in (len, lambda t: 0.5, Rate(), Rate().half):
+        assert h(fn) is fn
+    with pytest.raises(InvalidParameter, match="fn=3 should be a callable"):
+        h(3)

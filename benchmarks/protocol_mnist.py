@@ -9,7 +9,8 @@ beside the published numbers; plus the random-real control with soft labels (``f
 
 Every (method, IPC, seed) selection is made once and trained under each protocol with that
 seed; each student is tested once on the 10,000 test images. Rows are appended to ``--out`` as
-they finish (a re-run skips finished rows: the benchmark resumes), cheapest IPC first. The
+they finish (a re-run skips finished rows: the benchmark resumes), cheapest IPC first, then
+seed by seed so that an interrupted run has every method at its first seeds. The
 tables (mean ± std over seeds, runs, published, the protocols' cost) go to the ``.md`` beside
 ``--out``, with provenance.
 """
@@ -42,7 +43,7 @@ def run(args, doc: dict, out: Path) -> None:
     done = {(r["method"], r["ipc"], r["seed"], r["protocol"]) for r in doc["rows"]}
     train, test = load("mnist", "train"), load("mnist", "test")
     teacher = train_teacher("mnist", progress=False)
-    jobs = [(m, ipc, s) for ipc in sorted(args.ipc) for m in args.methods for s in args.seeds]
+    jobs = [(m, ipc, s) for ipc in sorted(args.ipc) for s in args.seeds for m in args.methods]
     for method, ipc, seed in jobs:
         protocols = list(args.protocols) + (["fkd"] if method == "random" and args.soft else [])
         todo = [p for p in protocols if (method, ipc, seed, p) not in done]

@@ -12,7 +12,7 @@ spec.loader.exec_module(shape)
 
 def test_modules_and_functions_stay_short():
     s = shape.shape(REPO / "pqlib")
-    long_modules = {p: n for p, (_, n) in s["modules"].items() if n > 450}
+    long_modules = {p: m[1] for p, m in s["modules"].items() if m[1] > 450}
     long_functions = {f: n for f, n in s["functions"].items() if n > 60}
     assert not long_modules and not long_functions
 
@@ -20,3 +20,9 @@ def test_modules_and_functions_stay_short():
 def test_the_counter_skips_docstrings_comments_and_blank_lines():
     source = 'def f(x):\n    """Doc\n    string."""\n\n    # comment\n    return (x +\n            1)\n'
     assert shape.code_lines(source) == {1, 6, 7}
+
+
+def test_statements_do_not_depend_on_wrapping():
+    one = "x = f(1, 2)\n"
+    wrapped = 'def g():\n    """Doc."""\n    return f(1,\n             2)\n'
+    assert shape.statements(one) == 1 and shape.statements(wrapped) == 2

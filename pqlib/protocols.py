@@ -23,6 +23,9 @@ Named protocols (:data:`PROTOCOLS`, :func:`get_protocol`):
     DSA's op groups (a half-image cutout, mean-grey fills) give the teacher images it labels
     badly: random IPC 10, 100 epochs, 96.5 % with this family against 86.5 % (DSA on raw
     pixels) and 89.8 % (DSA on standardised pixels).
+``fkd-noaug``
+    ``fkd`` without augmentation and without CutMix (the teacher labels the plain images): the
+    "without augmentation" evaluation of DD-Ranking's augmentation-robust score (ARS).
 ``legacy-hard``, ``legacy-soft``
     pqlib's first protocols (records made before protocols existed): kornia affine + erasing
     augmentation, no standardisation, step-based schedules (hard: SGD, lr × 0.1 at half of the
@@ -134,6 +137,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "dc": _DC,
     "dc300": _DC.replace(name="dc300", epochs=300),
     "fkd": _FKD,
+    "fkd-noaug": _FKD.replace(name="fkd-noaug", augmentation="none", cutmix=False),
     "legacy-hard": _DC.replace(name="legacy-hard", schedule="step", epochs=300, extra_epoch=False,
                                augmentation="kornia", standardize=False),
     "legacy-soft": _FKD.replace(name="legacy-soft"),

@@ -20,6 +20,9 @@ def test_named_protocols_hold_the_published_knobs():
         ("soft", "adamw", "cosine", True, 20.0)
     assert fkd.replace(name="legacy-soft") == PROTOCOLS["legacy-soft"]
     assert get_protocol("dc300") == dc.replace(name="dc300", epochs=300)
+    noaug = get_protocol("fkd-noaug")  # DD-Ranking's "without augmentation" evaluation
+    assert noaug == fkd.replace(name="fkd-noaug", augmentation="none", cutmix=False)
+    assert noaug.dsa_strategy(1) is None
 
 
 def test_protocol_round_trips_through_its_dict_and_rejects_bad_values():

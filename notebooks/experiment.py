@@ -59,6 +59,7 @@ teacher = "convnet_bn"     # soft-label teacher architecture
 teacher_epochs = 0         # teacher training epochs; 0 means the pqlib default
 hard_protocol = "dc300"    # hard-label student protocol (pqlib.protocols: dc, dc300, legacy-hard)
 soft_protocol = "fkd"      # soft-label student protocol (fkd, legacy-soft)
+noaug_protocol = ""        # also a soft-label student without augmentation ("fkd-noaug"; for ARS)
 epochs = 0                 # override the protocols' epochs E; 0 keeps them
 compile = "auto"           # torch.compile the students: True, False or "auto" (long runs)
 soft_labels = True         # train a student with the teacher's soft labels
@@ -153,7 +154,8 @@ plt.show()
 # %%
 students = {}
 kinds = ([("soft", tch, soft_protocol)] * bool(soft_labels)
-         + [("hard", None, hard_protocol)] * bool(hard_labels))
+         + [("hard", None, hard_protocol)] * bool(hard_labels)
+         + [("soft_noaug", tch, noaug_protocol)] * bool(noaug_protocol))
 for kind, labeller, name in kinds:
     protocol = get_protocol(name).replace(epochs=epochs or None)
     t0 = time.perf_counter()
@@ -172,7 +174,8 @@ for kind, labeller, name in kinds:
 parameters = {"dataset": dataset, "method": method, "variant": variant, "options": options,
               "ipc": ipc, "seed": seed, "profile": profile, "student": student,
               "teacher": teacher, "teacher_epochs": teacher_epochs, "epochs": epochs,
-              "hard_protocol": hard_protocol, "soft_protocol": soft_protocol, "compile": compile,
+              "hard_protocol": hard_protocol, "soft_protocol": soft_protocol,
+              "noaug_protocol": noaug_protocol, "compile": compile,
               "soft_labels": soft_labels, "hard_labels": hard_labels,
               "train_size": train_size, "test_size": test_size, "run_name": run_name}
 record = build_record(parameters, distilled, students, teacher=tch, feature_w2=fw2,

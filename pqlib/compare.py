@@ -48,7 +48,8 @@ def paired_differences(df: pd.DataFrame, pairs=None, kind: str = "soft", *,
     -------
     DataFrame with one row per (A, B, IPC): ``A, B, labels, ipc, n`` (seeds both have),
     ``a, b`` (their mean accuracies over those seeds, %), ``diff`` (mean of A − B, points),
-    ``lo, hi`` (mean ± t · sd / √n with t the (1 + level) / 2 quantile of Student's t with n − 1 degrees of freedom, points; NaN when n < 2) and ``excludes_zero``.
+    ``lo, hi`` (mean ± t · sd / √n, t the (1 + level) / 2 quantile of Student's t with n − 1
+    degrees of freedom, points; NaN when n < 2) and ``excludes_zero``.
     """
     from scipy import stats
 

@@ -103,3 +103,32 @@ def test_w2_gain_pairs_runs_by_seed():
     points, rho = compare.w2_gain(df)
     assert points.gain.tolist() == [0.0, 1.0, 2.0] and rho == pytest.approx(1.0)
     assert math.isnan(compare.w2_gain(df.assign(w2_reduction_pct=0.0))[1])  # nothing varies
+
+
+def test_the_introduction_is_generated_by_the_book_extension(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    assert "```{pqlib-findings}" in (repo / "book" / "intro.md").read_text()
+    spec = importlib.util.spec_from_file_location("pqlib_results", repo / "book" / "_ext" / "pqlib_results.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+
+    class App:  # records what the extension registers
+        def __init__(self):
+            self.directives, self.config_values = {}, {}
+
+        def add_config_value(self, name, default, rebuild):
+            self.config_values[name] = default
+
+        def connect(self, event, handler):
+            pass
+
+        def add_directive(self, name, cls):
+            self.directives[name] = cls
+
+    app = App()
+    ext.setup(app)
+    assert app.directives["pqlib-findings"] is ext.Findings
+    assert "book/intro" in app.config_values["pqlib_results_docs"]  # rebuilt when records change

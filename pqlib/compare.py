@@ -85,8 +85,10 @@ def full_data_accuracy(df: pd.DataFrame, root: str | Path | None = None) -> tupl
     from .results import results_root
 
     path = Path(root or results_root()) / "benchmarks" / "full_data.json"
-    runs = json.loads(path.read_text())["accuracy_hard"] if path.is_file() else None
-    return ((float(np.mean(runs)), f"the full-data student with hard labels, mean of {len(runs)} runs") if runs else
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    return ((float(np.mean(doc["accuracy_hard"])), f"a ConvNet-3 trained with hard labels on all the training data "
+             f"(benchmarks/full_data.py; epochs {sorted({r.get('epochs') for r in doc.get('rows', [])})}), "
+             f"mean of {len(doc['accuracy_hard'])} runs") if doc.get("accuracy_hard") else
             (float(df.teacher_accuracy.mean()), "a stand-in: the soft-label teacher's test accuracy "
              "(ConvNet-BN trained on all the data), read from the records"))
 
@@ -152,8 +154,8 @@ def findings(df: pd.DataFrame, *, full_hard: float | None = None) -> str:
     IPC and label kind the best method and random real images (mean ± sd over seeds, n seeds),
     whether the weights change accuracy (``ddoq − d4m`` and ``wmdd − wmdd-uniform``, 95 %
     paired intervals), which paired intervals of :func:`questions` exclude zero, and the highest
-    label-robust score (:func:`dd_ranking` with ``full_hard`` %, default the records' teacher
-    accuracy)."""
+    label-robust score (:func:`dd_ranking` with ``full_hard`` %, default
+    :func:`full_data_accuracy`)."""
     if df.empty:
         return "*No reference records yet: `pqlib sweep --profile paper` makes them.*"
     acc = (df.melt(["variant", "ipc"], ["acc_soft", "acc_hard"], "labels", "acc").dropna()
@@ -161,7 +163,7 @@ def findings(df: pd.DataFrame, *, full_hard: float | None = None) -> str:
     best, rand = acc.loc[acc.groupby(["ipc", "labels"])["avg"].idxmax()], acc[acc.variant == "random"].set_index(["ipc", "labels"])
     cell = lambda r: f"**{r.variant}** {r.avg:.2f}{f' ± {r.sd:.2f}' if r.n > 1 else ''} % (n = {r.n})"  # noqa: E731
     diffs = pd.concat([paired_differences(df, questions(df), kind) for kind in ("soft", "hard")])
-    scores = dd_ranking(df, df.teacher_accuracy.mean() if full_hard is None else full_hard).dropna(subset=["LRS"])
+    scores = dd_ranking(df, full_data_accuracy(df)[0] if full_hard is None else full_hard).dropna(subset=["LRS"])
     return "\n".join(
         [f"From {len(df)} runs ({df.variant.nunique()} methods at IPC "
          f"{', '.join(str(k) for k in sorted(df.ipc.unique()))}; mean ± sd over seeds, n seeds):", ""]

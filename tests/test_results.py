@@ -132,3 +132,15 @@ def test_the_introduction_is_generated_by_the_book_extension(tmp_path):
     ext.setup(app)
     assert app.directives["pqlib-findings"] is ext.Findings
     assert "book/intro" in app.config_values["pqlib_results_docs"]  # rebuilt when records change
+
+
+def test_full_data_accuracy_reads_the_benchmark_else_says_it_is_a_stand_in(tmp_path):
+    df = pd.DataFrame({"teacher_accuracy": [99.4, 99.4]})
+    value, source = compare.full_data_accuracy(df, tmp_path)
+    assert value == pytest.approx(99.4) and source.startswith("a stand-in")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "full_data.json").write_text(json.dumps(
+        {"rows": [{"seed": 0, "epochs": 10, "accuracy_hard": 99.0}, {"seed": 1, "epochs": 10, "accuracy_hard": 99.2}],
+         "accuracy_hard": [99.0, 99.2]}))
+    value, source = compare.full_data_accuracy(df, tmp_path)
+    assert value == pytest.approx(99.1) and "mean of 2 runs" in source and "stand-in" not in source

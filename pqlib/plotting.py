@@ -54,7 +54,8 @@ def loglog_fit(ax, k, y, *, label: str | None = None, color=None, marker: str = 
 
 def accuracy_vs_ipc(df, *, order=None, anchors=None):
     """Test accuracy (%) against images per class on a log axis, mean ± sd over seeds, one line
-    per method variant (its legend label gives the seeds per IPC, ``n = 5/5/3``); soft labels
+    per method variant (its legend label gives the seeds per IPC, ``n = 5/5/3``; the variants
+    are drawn slightly apart around each IPC so that their error bars stay visible); soft labels
     left, hard labels right. ``df`` comes from :func:`pqlib.results.load_records`; ``anchors``
     (``paper_reported()["mnist_anchors"]``, hard labels, ``"mean ± sd"`` cells) are drawn on the
     hard-label panel as grey markers labelled *paper-reported*. Returns the Figure."""
@@ -64,13 +65,15 @@ def accuracy_vs_ipc(df, *, order=None, anchors=None):
     n = df.groupby(["variant", "ipc"]).seed.nunique()
     names = {v: f"{v} (n = {'/'.join(map(str, n[v]))})" for v in [*(order or []), *sorted(set(df.variant))] if v in n}
     ticks = sorted(set(df.ipc) | ({1, 10, 50} if anchors is not None else set()))
+    shifted = df.assign(variant=df.variant.map(names), ipc=df.ipc * df.variant.map(
+        {v: 1.05 ** (i - (len(names) - 1) / 2) for i, v in enumerate(names)}))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     for (method, row), marker in zip(anchors.iterrows() if anchors is not None else (), "sPX*Dv"):
         mean, sd = zip(*(map(float, cell.split(" ± ")) for cell in row))
         axes[1].errorbar([int(c.split()[1]) for c in row.index], mean, sd, marker=marker, linestyle="none",
                          color="0.45", capsize=2, label=f"{method} (paper-reported)")
     for ax, kind in zip(axes, ("soft", "hard")):
-        sns.lineplot(df.assign(variant=df.variant.map(names)), x="ipc", y=f"acc_{kind}", hue="variant", hue_order=list(names.values()),
+        sns.lineplot(shifted, x="ipc", y=f"acc_{kind}", hue="variant", hue_order=list(names.values()),
                      errorbar="sd", err_style="bars", marker="o", ax=ax)
         ax.set(xscale="log", xticks=ticks, xticklabels=ticks, xlabel="images per class (log scale)", ylabel=f"test accuracy (%), {kind} labels")
         ax.xaxis.set_minor_locator(NullLocator())
@@ -106,8 +109,8 @@ def w2_gain(points, rho):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    _, ax = plt.subplots(figsize=(6.4, 4.2))
-    sns.scatterplot(points.astype({"ipc": str}), x="reduction_pct", y="gain", hue="variant", style="ipc", s=60, alpha=0.7, ax=ax)
+    ax = sns.scatterplot(points.astype({"ipc": str}), x="reduction_pct", y="gain", hue="variant", style="ipc", s=60,
+                         alpha=0.7, ax=plt.subplots(figsize=(6.4, 4.2))[1])
     ax.axhline(0, color="0.3", linewidth=1)
     ax.set(xlabel="W2 lower with the weights than with uniform weights (%)", ylabel="accuracy gain over uniform weights (points)",
            title=f"Spearman ρ = {rho:.2f}, n = {len(points)} runs" if rho == rho else f"n = {len(points)} runs; ρ undefined (no variation)")

@@ -15,92 +15,89 @@
 # %% [markdown]
 # # Results
 #
-# Every number on this page comes from a result record of this repository (one JSON file per
-# run, written by the experiment notebook; {doc}`runs` shows the executed notebooks).
-# Two sets of records are shown:
+# Every number on this page is read from the result records of this repository (one JSON file
+# per run, written by the experiment notebook; {doc}`runs` shows the executed notebooks) when
+# the book is built: nothing is copied by hand. The figures and tables use the **reference
+# run** (`profile: paper`, records committed in `results/paper/`: MNIST, IPC 1 / 10 / 50,
+# seeds 0–4 at IPC 1 and 10 and 0–2 at IPC 50, the published protocols). The run is resumable
+# and committed as it completes, so every figure and table works with the records that exist
+# and says how many seeds (n) stand behind each cell. The records of **this build** (the
+# `quick` profile of `make book`, or `smoke` in CI: one seed, short protocols, for checking the
+# pipeline) are summarised at the end.
 #
-# - **the reference run** (`profile: paper`, records committed in `results/paper/`): MNIST,
-#   IPC 1 / 10 / 50, five seeds (three at IPC 50), the published protocols (`dc` for hard
-#   labels, `fkd` for soft ones), with its provenance (the `seeds` column says how many seeds
-#   each cell holds so far: the run is resumable and is committed as it completes);
-# - **this build** (`results/*.json`): the `quick` profile that `make book` runs on a fresh
-#   machine (or the `smoke` profile in CI) — one seed, a shorter protocol, for checking the
-#   pipeline and the trends, not for the final numbers.
-#
-# Numbers from the papers are in their own tables, marked *paper-reported*; they were measured
-# on other data (ImageNet-scale) with other networks and are not comparable number for number.
-
+# Numbers from the papers are marked *paper-reported*; they were not measured here.
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from pqlib import plotting, results, sweep
+from pqlib import compare, plotting, results, sweep
 
 plotting.set_theme()
 ROOT = results.results_root()
 paper = results.load_records(ROOT / "paper") if (ROOT / "paper").is_dir() else pd.DataFrame()
 build = results.load_records(ROOT)
+ref = paper if not paper.empty else build  # the figures' records: the reference run if any
 order = results.METHOD_ORDER
+
+
+def caption(text):
+    """A figure's caption, with the provenance of the records behind it."""
+    commits = ", ".join(sorted({c[:10] for c in ref.commit.dropna()})) or "none recorded"
+    display(Markdown(f"*{text}* Records: {len(ref)} runs of profile "
+                     f"{', '.join(sorted(ref.profile.unique()))}, commit {commits}, "
+                     f"{', '.join(sorted(ref.cpu.dropna().unique()))}."))
+
+
 print(f"reference run: {len(paper)} records; this build: {len(build)} records "
       f"({', '.join(sorted(build.profile.unique())) if len(build) else 'none'})")
 
 # %% [markdown]
-# ## The reference run: MNIST, ConvNet-3 students
+# ## The records and their provenance
 #
-# Test accuracy (%) of ConvNet-3 students trained on each distilled set, mean ± standard
-# deviation over seeds. *Soft labels*: KL to the ConvNet-BN teacher's temperature-20 soft
-# labels on every augmented batch (the D4M / RDED protocol). *Hard labels*: cross-entropy on
-# the class labels. The run, from `pqlib/profiles/paper.yaml`:
+# ConvNet-3 students are trained on each distilled set and tested on the 10,000 MNIST test
+# images. *Soft labels*: KL to the ConvNet-BN teacher's temperature-20 soft labels on every
+# augmented batch (the D4M / RDED protocol, `fkd`). *Hard labels*: cross-entropy on the class
+# labels under `dc`, the published DC/DSA/DM evaluation ({doc}`protocols` lists every knob and
+# its calibration). The run, from `pqlib/profiles/paper.yaml`:
 
 # %% tags=["hide-input"]
 display(Markdown("> " + sweep.load_profile("paper").description))
+if not ref.empty:
+    display(results.provenance_table(ref))
 
 # %% [markdown]
-# Every student is trained under a named evaluation protocol (`pqlib.protocols`), stored in
-# its record. These are the protocols of the reference run's records, every knob: `dc` is
-# the published DC/DSA/DM evaluation, `fkd` the soft-label one (see {doc}`protocols` for their
-# calibration against the published numbers; the cheaper `dc300` was measured and not taken:
-# it gives herding at IPC 10 0.8 points less than `dc`, about six standard deviations).
+# ## Accuracy against images per class
+#
+# Mean ± standard deviation over seeds; each legend entry gives the number of seeds at each
+# IPC. The grey markers on the hard-label panel are the published MNIST numbers of the DC, DSA
+# and DM papers under the same ConvNet-3 hard-label protocol (*paper-reported*).
 
 # %% tags=["hide-input"]
-if not paper.empty:
-    display(results.protocol_table(paper))
-
-
-def show(df, title):
-    if df.empty:
-        display(Markdown(f"*{title}: no records yet.*"))
-        return
+reported = results.paper_reported()
+if not ref.empty:
+    plotting.accuracy_vs_ipc(ref, order=order, anchors=reported["mnist_anchors"])
+    plt.show()
+    caption("Test accuracy of ConvNet-3 students against images per class (log axis), soft "
+            "labels (left) and hard labels (right), mean ± sd over seeds.")
     for kind in ("soft", "hard"):
-        display(Markdown(f"**{title}, {kind} labels**"))
-        display(results.accuracy_table(df, kind, order=order))
-
-
-show(paper, "Reference run")
-
-# %% [markdown]
-# Provenance of these records:
-
-# %% tags=["hide-input"]
-if not paper.empty:
-    display(results.provenance_table(paper))
+        display(Markdown(f"**Test accuracy (%), {kind} labels, mean ± sd over seeds** "
+                         "(`seeds`: n per cell, in column order when they differ)"))
+        display(results.accuracy_table(ref, kind, order=order))
 
 # %% [markdown]
 # ## Paper-reported numbers
 #
-# **MNIST anchors** (ConvNet-3, hard labels, as reported by the DC, DSA and DM papers and the
-# dataset-distillation benchmarks that repeat them) — compare with the hard-label table above. *Paper-reported, not
-# measured here.*
+# **MNIST anchors** (ConvNet-3, hard labels, test %, as reported by the DC, DSA and DM papers
+# and the benchmarks that repeat them). *Paper-reported, not measured here.*
 
 # %% tags=["hide-input"]
-reported = results.paper_reported()
-reported["mnist_anchors"].astype(object).fillna("–")
+reported["mnist_anchors"]
 
 # %% [markdown]
-# **DDOQ and its baselines on ImageNet-1K** (ResNet-18 teacher and student, top-1 %,
-# soft labels). *Paper-reported, not measured here.*
+# **DDOQ and its baselines on ImageNet-1K** (ResNet-18 teacher and student, top-1 %, soft
+# labels). *Paper-reported, not measured here.*
 
 # %% tags=["hide-input"]
 reported["ddoq_imagenet"].astype(object).fillna("–")
@@ -109,91 +106,118 @@ reported["ddoq_imagenet"].astype(object).fillna("–")
 # **WMDD** (ResNet-18, top-1 %, mean ± std). *Paper-reported, not measured here.*
 
 # %% tags=["hide-input"]
-reported["wmdd"].astype(object).fillna("–")
+reported["wmdd"]
 
 # %% [markdown]
-# ## Do the weights help? (the ablation the papers lack)
+# ## Paired differences: what changes accuracy?
 #
-# Same images, different weights: `ddoq` uses the Voronoi masses, `d4m` uniform weights (it is
-# `ddoq` with `weights="uniform"`, bit for bit), `ddoq-sqrt` the square-root heuristic; `wmdd`
-# learns barycenter weights and `wmdd-uniform` keeps them equal. Differences are paired by
-# seed; a difference within about one standard deviation is no evidence either way.
+# Each question compares two variants run with the **same seeds** (the same teacher, the same
+# student initialisations and data order), so the difference is taken seed by seed and its
+# 95 % interval is the paired *t* interval $\bar d \pm t_{0.975,\,n-1}\, s_d/\sqrt{n}$ over
+# the n seeds both variants have. The questions: the weights (`ddoq − d4m`: Voronoi masses
+# against uniform; `ddoq-sqrt − d4m`: the square-root heuristic; `wmdd − wmdd-uniform`: learned
+# barycenter weights against equal ones), the quantizer (`ddoq-clvq − ddoq`: CLVQ against
+# mini-batch k-means), the cross-family variants (`ddoq-barycenter − ddoq`, `wmdd-voronoi −
+# wmdd`), the decoder's img2img strength at IPC 10 (`ddoq-strength0.5/0.9 − ddoq`, 0.7 being
+# D4M's setting), and every method against random real images with the same labels. Rows
+# without records are left out. At IPC 1 every weighting is the same (one point of mass 1 per
+# class), so `ddoq`, `d4m` and `ddoq-sqrt` coincide there by construction.
 
 # %% tags=["hide-input"]
-pairs = [("ddoq", "d4m"), ("ddoq-sqrt", "d4m"), ("ddoq", "ddoq-sqrt"), ("wmdd", "wmdd-uniform")]
-for name, df in (("Reference run", paper), ("This build", build)):
-    for kind in ("soft", "hard"):
-        table = results.pairs_table(df, pairs, kind) if not df.empty else pd.DataFrame()
-        if not table.empty:
-            display(Markdown(f"**{name}, {kind} labels**"))
-            display(table)
-
-# %% [markdown]
-# ## The decoder's strength
-#
-# D4M and DDOQ decode each quantized latent with img2img at strength 0.7 (D4M's setting,
-# kept here without tuning). The reference run repeats DDOQ at IPC 10 with strengths 0.5 and
-# 0.9: lower keeps more of the centroid (closer to the quantized measure, blurrier), higher
-# gives the prior more say. {doc}`../notebooks/ablations` shows the images and the W2 side.
-
-# %% tags=["hide-input"]
-strengths = {"ddoq-strength0.5": 0.5, "ddoq": 0.7, "ddoq-strength0.9": 0.9}  # variant: strength
-runs = paper[paper.variant.isin(strengths) & (paper.ipc == 10)] if not paper.empty else paper
-if runs.empty:
-    display(Markdown("*No strength runs in the reference records yet.*"))
+diffs = pd.concat([compare.paired_differences(ref, compare.questions(ref, order), kind)
+                   for kind in ("soft", "hard")]) if not ref.empty else pd.DataFrame()
+if diffs.empty:
+    display(Markdown("*No pair of variants with common seeds yet.*"))
 else:
-    tables = {kind: results.accuracy_table(runs, kind, order=list(strengths))
-              for kind in ("soft", "hard")}
-    display(pd.concat({f"{kind} labels (%)": t["IPC 10"] for kind, t in tables.items()}, axis=1)
-            .join(tables["soft"].seeds).rename(index=strengths).rename_axis("strength"))
-
-# %% [markdown]
-# ## Distance to the data: W2 with and without the weights
-#
-# For D4M/DDOQ the distance is measured in the prior's latent space (the space that is
-# quantized); for WMDD in the teacher's feature space. With Voronoi masses the weighted W2
-# equals the quantization distortion and can only be lower than with uniform weights on the
-# same points; DDOQ's paper reports about 16 % on ImageNet (paper-reported).
-
-# %% tags=["hide-input"]
-for name, df in (("Reference run", paper), ("This build", build)):
-    table = results.w2_table(df) if not df.empty else pd.DataFrame()
-    if not table.empty:
-        display(Markdown(f"**{name}**"))
-        display(table)
-
-# %% [markdown]
-# ## Accuracy against K
-#
-# Test error against images per class on log–log axes. A straight line is a power law
-# $\text{error} \propto K^{\text{slope}}$; the quantization rate of {doc}`theory` concerns
-# distances, not accuracies, so this is an empirical view, with three points per method.
-
-# %% tags=["hide-input"]
-df = paper if not paper.empty else build
-if not df.empty and df.ipc.nunique() >= 2:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, kind in zip(axes, ("soft", "hard")):
-        plotting.error_vs_k(df, kind=kind, variants=[v for v in order if v in set(df.variant)], ax=ax)
-    fig.tight_layout()
+    plotting.paired_differences(diffs)
     plt.show()
+    caption("Paired differences of test accuracy (percentage points) with 95 % paired-t "
+            "intervals over seeds; orange: the interval excludes zero; n = seeds per row.")
+    display(Markdown(compare.significance(diffs)))
+    display(diffs.assign(
+        question=diffs.A + " − " + diffs.B,
+        interval=[f"[{lo:+.2f}, {hi:+.2f}]" if n > 1 else "–"
+                  for lo, hi, n in zip(diffs.lo, diffs.hi, diffs.n)])
+            .set_index(["question", "labels", "ipc"])[["n", "a", "b", "diff", "interval"]]
+            .rename(columns={"a": "A (%)", "b": "B (%)", "diff": "A − B (points)",
+                             "interval": "95 % interval"}).round(2))
+
+# %% [markdown]
+# ## DD-Ranking's scores
+#
+# DD-Ranking (NUS-HPC-AI-Lab, `ddranking` 0.2) separates what the distilled images carry from
+# what soft labels and augmentation add. With accuracies as fractions in [0, 1]:
+#
+# - **HLR** (hard-label recovery) $= a^{\text{hard}}_{\text{full}} - a^{\text{hard}}_{\text{syn}}$:
+#   how far hard-label training on the distilled set stays below training on all the data
+#   (lower is better);
+# - **IOR** (improvement over random) $= a^{\text{soft}}_{\text{syn}} - a^{\text{soft}}_{\text{rand}}$:
+#   the gain over random real images of the same IPC under the *same* soft labels, teacher,
+#   augmentation and protocol (here: the `random` run with the same seed);
+# - **LRS** (label-robust score) $= \dfrac{e^{\lambda\,\text{IOR} - (1-\lambda)\,\text{HLR}} - e^{-1}}{e - e^{-1}}$
+#   with $\lambda = 0.5$;
+# - **ARS** (augmentation-robust score) $= \dfrac{e^{\gamma\,\text{IOR} + (1-\gamma)\,\text{IOR}_{\text{no aug}}} - e^{-1}}{e - e^{-1}}$
+#   with $\gamma = 0.5$, where $\text{IOR}_{\text{no aug}}$ compares students trained without
+#   augmentation (`fkd-noaug`, recorded at IPC 10 only; "–" where absent).
+#
+# On fractions the exponent lies in [−1, 1], so LRS and ARS lie in [0, 1]. The published
+# implementation feeds **percentages** into the same formulas (its accuracies come from a
+# validation loop in %), which makes the exponent range over ±100 and the scores
+# incomparable; here they are computed on [0, 1]. Each score is computed per seed and averaged
+# over the n seeds that have a `random` partner.
+
+# %% tags=["hide-input"]
+if not ref.empty:
+    full_hard, source = compare.full_data_accuracy(ref)
+    display(Markdown(f"Full-data hard-label accuracy $a^{{\\text{{hard}}}}_{{\\text{{full}}}}$ = "
+                     f"{full_hard:.2f} %: {source}."))
+    rank = {v: i for i, v in enumerate(order)}
+    scores = compare.dd_ranking(ref, full_hard).sort_index(
+        key=lambda ix: ix.map(lambda v: rank.get(v, len(rank))) if ix.name == "variant" else ix)
+    display(scores.round(4).astype(object).where(scores.notna(), "–")
+            .rename(columns={"LRS_sd": "LRS sd"}))
+
+# %% [markdown]
+# ## Do lower W2 and higher accuracy go together?
+#
+# DDOQ's argument is that the Voronoi weights lower the Wasserstein distance between the
+# distilled measure and the data, and that a lower distance should mean a better student. Each
+# point is one run of a weighted variant (`ddoq`, `ddoq-sqrt` against `d4m`; `wmdd` against
+# `wmdd-uniform`): how much lower its own W2 is with its weights than with uniform weights on
+# the same points, against its accuracy gain over the uniform-weight variant with the same seed.
+
+# %% tags=["hide-input"]
+points, rho = compare.w2_gain(ref) if not ref.empty else (pd.DataFrame(), float("nan"))
+if points.empty:
+    display(Markdown("*No weighted variant with a uniform-weight partner yet.*"))
+else:
+    plotting.w2_gain(points, rho)
+    plt.show()
+    caption(f"W2 reduction by the weights against accuracy gain over uniform weights, soft "
+            f"labels; Spearman ρ = {rho:.2f} over n = {len(points)} runs "
+            f"(IPC {', '.join(str(k) for k in sorted(points.ipc.unique()))})."
+            if rho == rho else
+            f"W2 reduction by the weights against accuracy gain, soft labels, n = {len(points)} "
+            "runs; Spearman's ρ is undefined: neither coordinate varies (at IPC 1 both are 0).")
 
 # %% [markdown]
 # ## What it costs
 #
-# Wall time of each distillation stage (median over seeds) on the machine that made the
-# records. Work cached per machine — the prior's encoding of the training set, the teacher's
-# features and per-class BatchNorm statistics — is paid by the first run that needs it
-# (sweep workers wait for each other on a lock), so the `encode` and `bn_statistics` columns
-# mix cold and warm runs, and two workers share the two cores. DDOQ's weights are the cell
-# counts k-means already has: compare the `quantize` and `decode` columns of `d4m` and `ddoq`.
+# Median wall time over seeds of each distillation stage, of the whole distillation and of
+# each student (training and testing), on the machine that made the records. Work cached per
+# machine — the prior's encoding of the training set, the teacher's features, per-class
+# BatchNorm statistics — is paid by the first run that needs it, hence the median; two sweep
+# workers may share the two cores. DDOQ's weights are the cell counts k-means already has:
+# compare the `quantize` and `decode` bars of `d4m` and `ddoq`.
 
 # %% tags=["hide-input"]
-if not df.empty:
-    stages = results.stage_table(df)
-    plotting.stage_bars(stages.reindex([i for i in stages.index if i[0] in order]))
-    plt.tight_layout()
+if not ref.empty:
+    stages = results.stage_table(ref)
+    stages = stages.reindex([i for i in stages.index if i[0] in order]
+                            + [i for i in stages.index if i[0] not in order])
+    ax = plotting.stage_cost(stages)
     plt.show()
+    caption("Median wall time (s, log axis) per distillation stage and per student; n = runs.")
     display(stages)
 
 # %% [markdown]
@@ -203,6 +227,10 @@ if not df.empty:
 # notebook under {doc}`runs` for its parameters).
 
 # %% tags=["hide-input"]
-show(build, "This build")
-if not build.empty:
+if build.empty:
+    display(Markdown("*This build made no records.*"))
+else:
+    for kind in ("soft", "hard"):
+        display(Markdown(f"**This build, {kind} labels (%)**"))
+        display(results.accuracy_table(build, kind, order=order))
     display(results.provenance_table(build))

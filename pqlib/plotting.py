@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.ticker import NullLocator
 
 __all__ = ["set_theme", "loglog_fit", "image_grid", "w2_per_class", "pipeline", "show_run",
-           "error_vs_k", "stage_bars"]
+           "accuracy_vs_ipc", "paired_differences", "w2_gain", "stage_cost"]
 
 
 def set_theme() -> None:
@@ -46,50 +46,90 @@ def loglog_fit(ax, k, y, *, label: str | None = None, color=None, marker: str = 
     grid = np.geomspace(k.min(), k.max(), 50)
     ax.plot(grid, np.exp(intercept) * grid**slope, linestyle="--", linewidth=1,
             color=line.get_color())
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    ax.set(xscale="log", yscale="log")
     ax.set_xticks(k, labels=[f"{v:g}" for v in k])  # the K values themselves, no 10^x
     ax.xaxis.set_minor_locator(NullLocator())
     return float(slope)
 
 
-def error_vs_k(df, *, kind: str = "soft", variants=None, ax=None):
-    """Test error (100 − accuracy, %) against images per class on log–log axes, one line per
-    method variant with its fitted slope. ``df`` comes from :func:`pqlib.results.load_records`.
-    Returns the Axes."""
+def accuracy_vs_ipc(df, *, order=None, anchors=None):
+    """Test accuracy (%) against images per class on a log axis, mean ± sd over seeds, one line
+    per method variant (its legend label gives the seeds per IPC, ``n = 5/5/3``; the variants
+    are drawn slightly apart around each IPC so that their error bars stay visible); soft labels
+    left, hard labels right. ``df`` comes from :func:`pqlib.results.load_records`; ``anchors``
+    (``paper_reported()["mnist_anchors"]``, hard labels, ``"mean ± sd"`` cells) are drawn on the
+    hard-label panel as grey markers labelled *paper-reported*. Returns the Figure."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
-    col = f"acc_{kind}"
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 4.2))
-    variants = variants or sorted(df.variant.unique())
-    for v in variants:
-        sub = df[df.variant == v].groupby("ipc")[col].mean().dropna()
-        if len(sub) >= 2:
-            loglog_fit(ax, sub.index.to_numpy(float), (100 - sub).to_numpy(float), label=v)
-    ax.set_xlabel("images per class K")
-    ax.set_ylabel(f"test error (%), {kind} labels")
-    ax.legend(fontsize=7, ncol=2)
+    n = df.groupby(["variant", "ipc"]).seed.nunique()
+    names = {v: f"{v} (n = {'/'.join(map(str, n[v]))})" for v in [*(order or []), *sorted(set(df.variant))] if v in n}
+    ticks = sorted(set(df.ipc) | ({1, 10, 50} if anchors is not None else set()))
+    shifted = df.assign(variant=df.variant.map(names), ipc=df.ipc * df.variant.map(
+        {v: 1.05 ** (i - (len(names) - 1) / 2) for i, v in enumerate(names)}))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for (method, row), marker in zip(anchors.iterrows() if anchors is not None else (), "sPX*Dv"):
+        mean, sd = zip(*(map(float, cell.split(" ± ")) for cell in row))
+        axes[1].errorbar([int(c.split()[1]) for c in row.index], mean, sd, marker=marker, linestyle="none",
+                         color="0.45", capsize=2, label=f"{method} (paper-reported)")
+    for ax, kind in zip(axes, ("soft", "hard")):
+        sns.lineplot(shifted, x="ipc", y=f"acc_{kind}", hue="variant", hue_order=list(names.values()),
+                     errorbar="sd", err_style="bars", marker="o", ax=ax)
+        ax.set(xscale="log", xticks=ticks, xticklabels=ticks, xlabel="images per class (log scale)", ylabel=f"test accuracy (%), {kind} labels")
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def paired_differences(diffs):
+    """Forest plot of :func:`pqlib.compare.paired_differences`: per question and IPC the mean
+    difference A − B (points) with its interval, one panel per label kind; intervals that
+    exclude zero are drawn in the accent colour. Returns the Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = {(r.A, r.B, r.ipc): f"{r.A} − {r.B} · IPC {r.ipc} (n = {r.n})" for r in diffs.drop_duplicates(["A", "B", "ipc"]).itertuples()}
+    fig, axes = plt.subplots(1, diffs["labels"].nunique(), figsize=(11, 1.3 + 0.3 * len(rows)), sharey=True, squeeze=False)
+    for ax, (kind, sub) in zip(axes[0], diffs.groupby("labels", sort=False)):
+        y = [list(rows).index(key) for key in zip(sub.A, sub.B, sub.ipc)]
+        ax.errorbar(sub["diff"], y, xerr=sub.hi - sub["diff"], fmt="none", ecolor="0.35", capsize=3)
+        ax.scatter(sub["diff"], y, color=[sns.color_palette("colorblind")[3 if hit else 0] for hit in sub.excludes_zero], zorder=3)
+        ax.axvline(0, color="0.3", linewidth=1)
+        ax.set(title=f"{kind} labels", xlabel="A − B, test accuracy (points), 95 % interval", yticks=range(len(rows)),
+               yticklabels=rows.values(), ylim=(len(rows) - 0.5, -0.5))
+    fig.tight_layout()
+    return fig
+
+
+def w2_gain(points, rho):
+    """Scatter of :func:`pqlib.compare.w2_gain`: W2 reduction by the weights (%) against the
+    accuracy gain over uniform weights (points), one point per run, with Spearman's ρ and n in
+    the title. Returns the Axes."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    ax = sns.scatterplot(points.astype({"ipc": str}), x="reduction_pct", y="gain", hue="variant", style="ipc", s=60,
+                         alpha=0.7, ax=plt.subplots(figsize=(6.4, 4.2))[1])
+    ax.axhline(0, color="0.3", linewidth=1)
+    ax.set(xlabel="W2 lower with the weights than with uniform weights (%)", ylabel="accuracy gain over uniform weights (points)",
+           title=f"Spearman ρ = {rho:.2f}, n = {len(points)} runs" if rho == rho else f"n = {len(points)} runs; ρ undefined (no variation)")
     return ax
 
 
-def stage_bars(stages, *, ax=None):
-    """Stacked bars of distillation wall time per stage (rows: variant/IPC, columns: stages,
-    e.g. :func:`pqlib.results.stage_table` without its ``distill`` total). Returns the Axes."""
+def stage_cost(stages):
+    """Horizontal bars (log scale) of the median seconds of each distillation stage, of the whole
+    distillation and of each student, one group per method variant and IPC with its number of
+    runs; ``stages`` is :func:`pqlib.results.stage_table`. Returns the Axes."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.0, 3.6))
-    parts = stages.drop(columns=[c for c in ("distill",) if c in stages.columns]).fillna(0)
-    labels = [f"{v} · {int(k)}" for v, k in parts.index]
-    bottom = np.zeros(len(parts))
-    for col in parts.columns:
-        ax.bar(labels, parts[col].to_numpy(), bottom=bottom, label=col)
-        bottom += parts[col].to_numpy()
-    ax.set_ylabel("seconds")
-    ax.set_xlabel("method · IPC")
-    ax.tick_params(axis="x", rotation=60, labelsize=7)
-    ax.legend(fontsize=7)
+    long = stages.rename(columns={"distill": "distill (total)"}).reset_index().melt(["variant", "ipc", "runs"], var_name="part", value_name="seconds").query("seconds > 0")
+    long["run"] = long.variant + " · IPC " + long.ipc.astype(str) + " (n = " + long.runs.astype(str) + ")"
+    _, ax = plt.subplots(figsize=(7.5, 1.0 + 0.45 * long.run.nunique()))
+    sns.barplot(long, y="run", x="seconds", hue="part", ax=ax)
+    ax.set(xscale="log", ylabel="", xlabel="median wall time (s, log scale)")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title=None)
     return ax
 
 
@@ -149,10 +189,7 @@ def w2_per_class(w2, *, classes, title: str = ""):
     fig, ax = plt.subplots(figsize=(6.4, 3.0))
     ax.bar(x - 0.2, uniform, width=0.4, label=f"uniform weights (mean {uniform.mean():.3f})")
     ax.bar(x + 0.2, weighted, width=0.4, label=f"the set's weights (mean {weighted.mean():.3f})")
-    ax.set_xticks(x, [str(c) for c in list(classes)[: len(x)]])
-    ax.set_xlabel("class")
-    ax.set_ylabel("$W_2$")
-    ax.set_title(title)
+    ax.set(xticks=x, xticklabels=[str(c) for c in list(classes)[: len(x)]], xlabel="class", ylabel="$W_2$", title=title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
@@ -177,8 +214,7 @@ def pipeline(steps: list[str], *, title: str = "", highlight: tuple[int, ...] = 
     colors = sns.color_palette("colorblind")
     n = len(steps)
     fig, ax = plt.subplots(figsize=(1.55 * n + 0.4, 1.5))
-    ax.set_xlim(0, n)
-    ax.set_ylim(0, 1)
+    ax.set(xlim=(0, n), ylim=(0, 1))
     ax.axis("off")
     for i, text in enumerate(steps):
         color = colors[1] if i in highlight else colors[0]
@@ -208,10 +244,8 @@ def show_run(variant: str, ipc: int, *, seed: int = 0, root=None, max_per_class:
     from .results import find_run, provenance_line
 
     # the requested IPC, else the largest other IPC that has a run (e.g. the smoke profile's)
-    for k in [ipc] + [k for k in (100, 50, 20, 10, 5, 2, 1) if k != ipc]:
-        found = find_run(variant, k, seed=seed, root=root)
-        if found is not None:
-            break
+    k, found = next(((k, run) for k in [ipc, *(k for k in (100, 50, 20, 10, 5, 2, 1) if k != ipc)]
+                     if (run := find_run(variant, k, seed=seed, root=root)) is not None), (ipc, None))
     if found is None:
         print(f"No run of {variant!r} (seed {seed}) yet: `make book` runs the sweep that makes it.")
         return None

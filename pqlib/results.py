@@ -49,11 +49,11 @@ from pathlib import Path
 import pandas as pd
 
 from .cache import atomic_write, project_root
-from .protocols import Protocol, get_protocol, protocol_from_record
+from .protocols import Protocol, protocol_from_record
 
-__all__ = ["build_record", "StudentResult", "method_order", "write_record", "load_records", "upgrade_record", "read_record", "accuracy_table", "summary", "paper_reported",
-           "find_run", "results_root", "provenance_line", "pairs_table", "w2_table", "stage_table",
-           "provenance_table", "protocol_table", "SCHEMA_VERSION", "READABLE_SCHEMAS",
+__all__ = ["build_record", "StudentResult", "method_order", "write_record", "load_records", "upgrade_record", "read_record", "accuracy_table", "paper_reported",
+           "find_run", "results_root", "provenance_line", "stage_table",
+           "provenance_table", "SCHEMA_VERSION", "READABLE_SCHEMAS",
            "PROFILE_PREFERENCE", "SPLIT_SIZES"]
 
 PROFILE_PREFERENCE = ("paper", "quick", "smoke")
@@ -71,10 +71,7 @@ def method_order(profiles=PROFILE_PREFERENCE) -> list[str]:
     files, the first profile first), for tables and figures; ``METHOD_ORDER`` is this list."""
     from .sweep import load_profile
 
-    order = {}
-    for name in profiles:
-        order.update(dict.fromkeys(load_profile(name).variants))
-    return list(order)
+    return list(dict.fromkeys(v for name in profiles for v in load_profile(name).variants))
 
 
 def __getattr__(name: str):  # METHOD_ORDER, the name of pqlib 0.1, is method_order()
@@ -151,12 +148,8 @@ def write_record(path: str | Path, record: dict) -> Path:
     return path
 
 
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
+def _json_default(o):  # numpy / torch scalars and arrays, else their text
+    return o.item() if hasattr(o, "item") else o.tolist() if hasattr(o, "tolist") else str(o)
 
 
 def read_record(path: str | Path, *, require_ok: bool = False) -> dict:
@@ -210,9 +203,11 @@ def load_records(*locations: str | Path) -> pd.DataFrame:
 
     One row per run with columns ``run, profile, dataset, method, variant, ipc, seed``,
     ``epochs``, ``train_size``, ``test_size`` (images used), ``precision``,
-    ``acc_<kind>`` for every accuracy kind, ``w2_weighted, w2_uniform, w2_reduction_pct``,
-    ``fw2_weighted, fw2_uniform``, ``t_<stage>`` stage seconds, ``wall_time_s``, ``commit``,
-    ``cpu``. Reads schema versions 1 and 2 (:func:`upgrade_record`); other versions raise
+    ``teacher_accuracy`` (%), ``acc_<kind>`` (%) and ``protocol_<kind>`` for every student
+    (``soft``, ``hard``, ``soft_noaug``, ...), ``w2_weighted, w2_uniform, w2_reduction_pct``,
+    ``fw2_weighted, fw2_uniform``, ``t_<stage>`` stage seconds, ``t_distill`` (the whole
+    distillation), ``t_student_<kind>`` (seconds of each student), ``wall_time_s``, ``commit``,
+    ``cpu``, ``created``. Reads schema versions 1 and 2 (:func:`upgrade_record`); other versions raise
     ValueError.
     """
     rows = []
@@ -225,65 +220,28 @@ def load_records(*locations: str | Path) -> pd.DataFrame:
 
 
 def _flatten(rec: dict) -> dict:
-    p = rec.get("parameters", {})
-    derived = rec.get("derived") or {}
-    row = {"run": rec.get("run"), "profile": rec.get("profile"), "dataset": p.get("dataset"),
-           "method": p.get("method"), "variant": p.get("variant") or p.get("method"),
-           "ipc": p.get("ipc"), "seed": p.get("seed"), "epochs": p.get("epochs"),
-           "train_size": derived.get("train_size"), "test_size": derived.get("test_size"),
-           "precision": derived.get("precision")}
-    for kind, acc in (rec.get("accuracy") or {}).items():
-        row[f"acc_{kind}"] = acc
-        row[f"protocol_{kind}"] = _protocol_label(protocol_from_record(rec, kind))
-    w2 = rec.get("w2") or {}
-    row.update(w2_weighted=w2.get("weighted"), w2_uniform=w2.get("uniform"),
-               w2_reduction_pct=w2.get("reduction_pct"))
-    fw2 = rec.get("feature_w2") or {}
-    row.update(fw2_weighted=fw2.get("weighted"), fw2_uniform=fw2.get("uniform"))
-    for stage, sec in (rec.get("stage_seconds") or {}).items():
-        row[f"t_{stage}"] = sec
-    row["t_distill"] = (rec.get("distill_meta") or {}).get("wall_time_s")
-    row["wall_time_s"] = rec.get("wall_time_s")
-    row["commit"] = rec.get("commit")
-    row["cpu"] = (rec.get("machine") or {}).get("cpu")
-    row["created"] = rec.get("created")
-    return row
-
-
-def _protocol_label(protocol) -> str:
-    return f"{protocol.name} (E={protocol.epochs})"
-
-
-def protocol_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Every knob of each protocol the records of ``df`` (from :func:`load_records`) were
-    trained under: one column per protocol, with the number of students trained under it."""
-    cols = {}
-    for kind in ("soft", "hard"):
-        if f"protocol_{kind}" not in df:
-            continue
-        for label, n in df[f"protocol_{kind}"].dropna().value_counts().sort_index().items():
-            name, epochs = label.rsplit(" (E=", 1)
-            try:
-                knobs = get_protocol(name).replace(epochs=int(epochs.rstrip(")"))).as_dict()
-            except ValueError:  # a custom protocol: its knobs are in the records themselves
-                knobs = {"name": name, "epochs": int(epochs.rstrip(")"))}
-            cols[label] = {**knobs, "students": int(n)}
-    return pd.DataFrame(cols)
+    p, derived, kinds = rec.get("parameters", {}), rec.get("derived") or {}, rec.get("accuracy") or {}
+    w2, fw2 = rec.get("w2") or {}, rec.get("feature_w2") or {}
+    return {"run": rec.get("run"), "profile": rec.get("profile"), "dataset": p.get("dataset"),
+            "method": p.get("method"), "variant": p.get("variant") or p.get("method"),
+            "ipc": p.get("ipc"), "seed": p.get("seed"), "epochs": p.get("epochs"),
+            "train_size": derived.get("train_size"), "test_size": derived.get("test_size"),
+            "precision": derived.get("precision"), "teacher_accuracy": (rec.get("teacher") or {}).get("accuracy"),
+            **{f"acc_{kind}": acc for kind, acc in kinds.items()},
+            **{f"protocol_{kind}": "{0.name} (E={0.epochs})".format(protocol_from_record(rec, kind)) for kind in kinds},
+            "w2_weighted": w2.get("weighted"), "w2_uniform": w2.get("uniform"),
+            "w2_reduction_pct": w2.get("reduction_pct"),
+            "fw2_weighted": fw2.get("weighted"), "fw2_uniform": fw2.get("uniform"),
+            **{f"t_{stage}": sec for stage, sec in (rec.get("stage_seconds") or {}).items()},
+            "t_distill": (rec.get("distill_meta") or {}).get("wall_time_s"),
+            **{f"t_student_{kind}": sec for kind, sec in (rec.get("train_seconds") or {}).items()},
+            "wall_time_s": rec.get("wall_time_s"), "commit": rec.get("commit"),
+            "cpu": (rec.get("machine") or {}).get("cpu"), "created": rec.get("created")}
 
 
 def _mean_std(values: pd.Series) -> str:
     v = values.dropna()
-    if v.empty:
-        return "–"
-    if len(v) == 1:
-        return f"{v.iloc[0]:.1f}"
-    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
-
-
-def summary(df: pd.DataFrame, column: str, *, by=("variant", "ipc")) -> pd.DataFrame:
-    """Mean, std and count of ``column`` per group (numbers, for plots and checks)."""
-    g = df.groupby(list(by))[column]
-    return g.agg(["mean", "std", "count"]).reset_index()
+    return "–" if v.empty else f"{v.iloc[0]:.1f}" if len(v) == 1 else f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
 
 
 def accuracy_table(df: pd.DataFrame, kind: str = "soft", *, order: list[str] | None = None
@@ -299,17 +257,12 @@ def accuracy_table(df: pd.DataFrame, kind: str = "soft", *, order: list[str] | N
     table = df.pivot_table(index="variant", columns="ipc", values=col, aggfunc=_mean_std)
     counts = df.dropna(subset=[col]).pivot_table(index="variant", columns="ipc", values="seed",
                                                  aggfunc="nunique").reindex_like(table)
-    table = table.fillna("–")  # no run of this variant at this IPC
-    table.columns = [f"IPC {c}" for c in table.columns]
     # seeds per cell, in column order ("3/3/1"), or one number when every cell has the same
-    table["seeds"] = [
-        "/".join("0" if pd.isna(n) else str(int(n)) for n in row) if row.nunique(dropna=False) > 1
-        else str(int(row.iloc[0])) for _, row in counts.iterrows()]
-    if order:
-        table = table.reindex([v for v in order if v in table.index]
-                              + [v for v in table.index if v not in order])
-    table.index.name = "method"
-    return table
+    seeds = ["/".join("0" if pd.isna(n) else str(int(n)) for n in row) if row.nunique(dropna=False) > 1
+             else str(int(row.iloc[0])) for _, row in counts.iterrows()]
+    table = table.fillna("–").rename(columns=lambda c: f"IPC {c}").assign(seeds=seeds)  # "–": no run
+    return table.reindex([v for v in order or () if v in table.index]
+                         + [v for v in table.index if v not in (order or ())]).rename_axis(index="method", columns=None)
 
 
 def paper_reported() -> dict[str, pd.DataFrame]:
@@ -380,55 +333,27 @@ def provenance_line(record: dict) -> str:
             f"{record.get('wall_time_s') or record.get('notebook_seconds')} s, {record.get('created')}")
 
 
-def pairs_table(df: pd.DataFrame, pairs: list[tuple[str, str]], kind: str = "soft") -> pd.DataFrame:
-    """Accuracy of variant A minus variant B per IPC (mean ± std over the seeds both have).
-
-    For ablations such as weights on/off: ``pairs=[("ddoq", "d4m"), ("wmdd", "wmdd-uniform")]``.
-    Differences are paired by seed.
-    """
-    col = f"acc_{kind}"
-    rows = []
-    for a, b in pairs:
-        for ipc in sorted(df["ipc"].dropna().unique()):
-            x = df[(df.variant == a) & (df.ipc == ipc)].set_index("seed")[col]
-            y = df[(df.variant == b) & (df.ipc == ipc)].set_index("seed")[col]
-            common = x.index.intersection(y.index)
-            if common.empty:
-                continue
-            d = x[common] - y[common]
-            rows.append({"A": a, "B": b, "IPC": int(ipc), "A (%)": _mean_std(x[common]),
-                         "B (%)": _mean_std(y[common]), "A − B (points)": _mean_std(d),
-                         "seeds": len(common)})
-    return pd.DataFrame(rows)
-
-
-def w2_table(df: pd.DataFrame, variants=("ddoq", "ddoq-sqrt", "wmdd")) -> pd.DataFrame:
-    """The methods' own W2 with their weights vs uniform weights, and the % reduction, per IPC."""
-    sub = df[df.variant.isin(variants) & df.w2_weighted.notna()]
-    if sub.empty:
-        return pd.DataFrame()
-    g = sub.groupby(["variant", "ipc"])
-    out = g.agg(w2_weighted=("w2_weighted", "mean"), w2_uniform=("w2_uniform", "mean"),
-                reduction_pct=("w2_reduction_pct", "mean"), runs=("run", "count"))
-    return out.round(4)
-
-
 def stage_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Median over seeds of the wall time (s) of each distillation stage and of the whole
-    distillation, per variant and IPC. (The median, because work cached per machine — the
-    prior's encoding of the data, teacher features, BatchNorm statistics — is paid by the
-    first run that needs it.)"""
+    """Median over seeds of the wall time (s) of each distillation stage, of the whole
+    distillation (``distill``) and of each student's training and testing (``student_soft``,
+    ``student_hard``, ...), per variant and IPC, with the number of ``runs`` behind each row.
+    (The median, because work cached per machine — the prior's encoding of the data, teacher
+    features, BatchNorm statistics — is paid by the first run that needs it.)"""
     cols = [c for c in df.columns if c.startswith("t_")]
-    out = df.groupby(["variant", "ipc"])[cols].median().round(2)
-    out.columns = [c[2:] for c in cols]
-    return out.dropna(axis=1, how="all")
+    g = df.groupby(["variant", "ipc"])
+    out = g[cols].median().round(2).set_axis([c[2:] for c in cols], axis=1)
+    return out.dropna(axis=1, how="all").assign(runs=g.size())
 
 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Who made the records: per profile, the commits, CPUs, seeds, run count and total wall time."""
+    """Who made the records: per profile, the run count, seeds, student epochs and protocols
+    (``dc (E=1000)``: the protocol's name and epochs; every knob in :mod:`pqlib.protocols`),
+    test images, commits, CPUs, total wall time and when the records were written."""
     g = df.groupby("profile")
+    protocols = df.filter(regex="^protocol_").agg(lambda r: ", ".join(sorted(set(r.dropna()))), axis=1)
     return pd.DataFrame({
         "runs": g["run"].count(),
+        "protocols": protocols.groupby(df.profile).agg(lambda s: "; ".join(sorted(set(s)))),
         "seeds": g["seed"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.unique()))),
         "student epochs": g["epochs"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),
         "test images": g["test_size"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),

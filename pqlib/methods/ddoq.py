@@ -31,7 +31,7 @@ import torch
 from ..checks import Int, InvalidParameter, OneOf, Optional, Real, checked
 from ..data import ImageSet
 from ..distilled import DistilledSet
-from ..quantize import Quantizer, voronoi_weights
+from ..quantize import Quantizer, clvq, kmeans, voronoi_weights
 from ..report import DistillReport, class_w2
 from .common import Stages, encoded_latents, resolve_prior
 from .registry import register
@@ -49,7 +49,6 @@ def quantize_class(z: torch.Tensor, k: int, *, quantizer: str, seed: int, iters:
     ``"clvq"`` runs ``clvq_steps`` mini-batches of ``clvq_batch`` rows (default: 20 passes
     over the data).
     """
-    from ..quantize import clvq, kmeans
     from ..transport import barycenter
 
     if quantizer == "barycenter":

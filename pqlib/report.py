@@ -104,6 +104,8 @@ class DistillReport:
     latents_cached : whether the prior's latents of the data came from the cache
     latent_dim : dimension of the space DDOQ / D4M quantize in
     stage_seconds : wall time per stage, e.g. ``{"encode", "quantize", "decode"}`` (s)
+    reused_stages : DDOQ / D4M / WMDD: the stages loaded from the stage cache
+        (``pqlib.distill(..., reuse=True)``), ``[]`` when every stage was computed
     w2_latent : DDOQ / D4M: W2 of the quantizers to each class's latents
     w2_feature : WMDD: W2 of the barycenters to each class's teacher features
     w2_feature_synthesized : WMDD: W2 of the synthesized images' features to each class's
@@ -131,6 +133,7 @@ class DistillReport:
     latents_cached: bool | None = None
     latent_dim: int | None = None
     stage_seconds: dict[str, float] | None = None
+    reused_stages: list[str] | None = None
     w2_latent: W2 | None = None
     w2_feature: W2 | None = None
     w2_feature_synthesized: W2 | None = None

@@ -246,3 +246,65 @@ def test_wmdd_leaves_the_teachers_modes_as_found(digits, digits_teacher):
         assert all(m.training for m in model.modules())
     finally:
         model.eval()
+
+
+def test_ddoq_barycenter_crosses_wmdds_weights_into_the_latent_space(mnist_slice, prior):
+    from pqlib.checks import InvalidParameter
+
+    base = distill("ddoq", mnist_slice, 3, seed=0, prior=prior, **FAST)
+    d = distill("ddoq", mnist_slice, 3, seed=0, prior=prior, quantizer="barycenter",
+                weights="barycenter", **FAST)
+    _check_set(d, 3, 10, (1, 28, 28))
+    assert len(d.report.barycenters) == 10 and d.report.quantizers is None
+    learned = torch.cat([b.weights for b in d.report.barycenters]).float()
+    torch.testing.assert_close(d.weights, learned)
+    assert not torch.allclose(d.weights, base.weights, atol=1e-3)
+    # the learned weights are never worse than uniform ones on the barycenter's support
+    assert d.report.w2_latent.weighted <= d.report.w2_latent.uniform + 1e-9
+    with pytest.raises(InvalidParameter, match="weights='barycenter' needs quantizer='barycenter'"
+                                               ", not quantizer='kmeans'; pass quantizer="):
+        distill("ddoq", mnist_slice, 2, prior=prior, weights="barycenter", **FAST)
+
+
+def test_wmdd_voronoi_weights_the_same_images_by_cell_masses(digits, digits_teacher, tmp_path,
+                                                             monkeypatch):
+    from pqlib.methods.common import cached_features
+    from pqlib.quantize import voronoi_weights
+
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
+    kw = dict(seed=0, teacher=digits_teacher, iterations=5, progress=False, reuse=True)
+    base = distill("wmdd", digits, 3, **kw)
+    v = distill("wmdd", digits, 3, weights="voronoi", **kw)
+    _check_set(v, 3, 10, (1, 8, 8))
+    assert base.report.reused_stages == [] and v.report.reused_stages == ["barycenter", "synthesize"]
+    assert torch.equal(v.images, base.images) and not torch.allclose(v.weights, base.weights)
+    feats = cached_features(digits_teacher, digits)
+    masses = torch.cat([voronoi_weights(feats[digits.labels == c], b.points)
+                        for c, b in enumerate(v.report.barycenters)])
+    torch.testing.assert_close(v.weights, masses)
+    assert v.report.to_dict()["reused_stages"] == ["barycenter", "synthesize"]
+    with pytest.raises(ValueError, match="weights='learned' should be one of"):
+        distill("wmdd", digits, 1, teacher=digits_teacher, weights="learned", progress=False)
+
+
+def test_reuse_shares_decoded_images_between_weightings(mnist_slice, prior, tmp_path, monkeypatch):
+    """reuse=True: the second call loads the decoded images (bit for bit) whatever its weights;
+    reuse=False (the default) decodes again; other options of the decoder make another entry."""
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
+    calls = []
+    decode = prior.decode
+    monkeypatch.setattr(prior, "decode", lambda *a, **k: calls.append(1) or decode(*a, **k))
+    first = distill("ddoq", mnist_slice, 2, seed=1, prior=prior, reuse=True, **FAST)
+    again = distill("ddoq", mnist_slice, 2, seed=1, prior=prior, reuse=True, **FAST)
+    d4m = distill("d4m", mnist_slice, 2, seed=1, prior=prior, reuse=True, **FAST)
+    assert len(calls) == 1 and first.report.reused_stages == []
+    assert again.report.reused_stages == d4m.report.reused_stages == ["decode"]
+    assert torch.equal(again.images, first.images) and torch.equal(d4m.images, first.images)
+    assert torch.equal(again.weights, first.weights) and not torch.equal(d4m.weights, first.weights)
+    assert "reuse" not in again.report.options
+    fresh = distill("ddoq", mnist_slice, 2, seed=1, prior=prior, **FAST)
+    assert len(calls) == 2 and fresh.report.reused_stages == []
+    assert torch.equal(fresh.images, first.images)
+    distill("ddoq", mnist_slice, 2, seed=1, prior=prior, reuse=True, strength=0.5, **FAST)
+    assert len(calls) == 3
+    assert distill("random", mnist_slice, 1, reuse=True).report.reused_stages is None

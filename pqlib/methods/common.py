@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import torch
 from safetensors.torch import load_file, save
 
-from ..cache import atomic_write, cache_dir
+from ..cache import atomic_write, cache_dir, config_hash
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..report import W2, DistillReport, class_w2
@@ -79,16 +79,41 @@ def selection(data: ImageSet, index: torch.Tensor, **report) -> DistilledSet:
 
 class Stages:
     """Wall time of named stages: ``with stages("encode"): ...``; ``stages.seconds`` maps each
-    stage to its seconds, rounded to the millisecond."""
+    stage to its seconds, rounded to the millisecond.
 
-    def __init__(self):
+    :meth:`run` also caches a stage's tensors when ``reuse`` is true, under
+    ``$PQLIB_CACHE/stages``, keyed by ``model_id``, :func:`fingerprint` of ``data``, pqlib
+    version, git commit, ``key`` (ipc, seed) and the parameters of this and the earlier
+    :meth:`run` stages (the options that shape the images, never the weighting).
+    ``stages.reused`` lists the stages that came from the cache.
+    """
+
+    def __init__(self, data: ImageSet | None = None, model_id: str = "", *, reuse: bool = False,
+                 **key):
         self.seconds: dict[str, float] = {}
+        self.data, self.model_id, self.reuse, self.key = data, model_id, reuse, key
+        self.reused: list[str] = []
 
     @contextmanager
     def __call__(self, name: str):
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
+
+    def run(self, name: str, compute, **params):
+        """``compute()`` (a tensor or a dict of tensors) timed as stage ``name``; with ``reuse``,
+        from the cache if an earlier call with the same key stored it (else stored)."""
+        from .._version import __version__
+        from ..provenance import git_commit
+
+        self.key.update(params)
+        with self(name):
+            if not self.reuse:
+                return compute()
+            tag = config_hash({**self.key, "stage": name, "pqlib": __version__, "commit": git_commit()})
+            out, hit = cached("stages", self.model_id, self.data, compute, f"-{name}-{tag}")
+        self.reused += [name] * hit
+        return out
 
 
 def fingerprint(data: ImageSet) -> str:

@@ -17,6 +17,9 @@ Per class c, with an encoder E and a conditional decoder D of a generative prior
 ``weights="uniform"`` reproduces :mod:`~pqlib.methods.d4m` exactly for the same seed;
 ``weights="sqrt"`` is the variance-reduced heuristic a reviewer describes for the final paper
 (√count, normalised per class — its exact form in the paper is unverified).
+``quantizer="barycenter", weights="barycenter"`` crosses the two papers: WMDD's free-support
+barycenter with learned weights (:func:`pqlib.transport.barycenter`), computed in DDOQ's latent
+space and decoded like DDOQ's points.
 """
 
 from __future__ import annotations
@@ -25,47 +28,61 @@ from dataclasses import replace
 
 import torch
 
-from ..checks import Int, OneOf, Optional, Real, checked
+from ..checks import Int, InvalidParameter, OneOf, Optional, Real, checked
 from ..data import ImageSet
 from ..distilled import DistilledSet
+from ..quantize import Quantizer, clvq, kmeans, voronoi_weights
 from ..report import DistillReport, class_w2
 from .common import Stages, encoded_latents, resolve_prior
 from .registry import register
 
-WEIGHTINGS = ("voronoi", "sqrt", "uniform")
-QUANTIZERS = ("kmeans", "clvq")
+WEIGHTINGS = ("voronoi", "sqrt", "uniform", "barycenter")
+QUANTIZERS = ("kmeans", "clvq", "barycenter")
 
 
 def quantize_class(z: torch.Tensor, k: int, *, quantizer: str, seed: int, iters: int = 100,
-                   clvq_steps: int | None = None, clvq_batch: int = 256):
-    """Quantize latents ``z`` (n, d) with ``k`` points; returns a :class:`~pqlib.quantize.Quantizer`.
+                   clvq_steps: int | None = None, clvq_batch: int = 256, barycenter_iters: int = 10):
+    """Quantize latents ``z`` (n, d) with ``k`` points: a :class:`~pqlib.quantize.Quantizer`, or
+    for ``"barycenter"`` a :class:`~pqlib.transport.Barycenter` (learned weights,
+    ``barycenter_iters`` alternations).
 
     ``"clvq"`` runs ``clvq_steps`` mini-batches of ``clvq_batch`` rows (default: 20 passes
     over the data).
     """
-    from ..quantize import clvq, kmeans
+    from ..transport import barycenter
 
+    if quantizer == "barycenter":
+        return barycenter(z, k, iters=barycenter_iters, seed=seed)
     if quantizer == "kmeans":
         return kmeans(z, k, iters=iters, seed=seed)
     steps = clvq_steps or max(1, 20 * len(z) // clvq_batch)
     return clvq(z, k, steps=steps, batch_size=clvq_batch, seed=seed)
 
 
-def class_weights(q, weights: str) -> torch.Tensor:
-    """Per-point weights (k,) of a quantizer under a weighting scheme, summing to 1."""
-    mass = q.weights.double()
-    w = {"voronoi": mass, "sqrt": mass.sqrt(), "uniform": torch.ones_like(mass)}[weights]
+def class_weights(q, weights: str, z: torch.Tensor) -> torch.Tensor:
+    """Per-point weights (k,) of a class's quantizer or barycenter ``q`` of its latents ``z``
+    under a weighting scheme, summing to 1 (``"barycenter"``: the barycenter's learned weights)."""
+    mass = (q.weights if isinstance(q, Quantizer) else voronoi_weights(z, q.points)).double()
+    w = {"voronoi": mass, "sqrt": mass.sqrt(), "uniform": torch.ones_like(mass),
+         "barycenter": q.weights.double()}[weights]
     return (w / w.sum()).float()
+
+
+def distortion(q, z: torch.Tensor) -> float:
+    """Mean squared distance of ``z`` to the nearest point of ``q``: W2² with Voronoi masses."""
+    return q.distortion if isinstance(q, Quantizer) else float(
+        torch.cdist(z.double(), q.points.double()).min(1).values.square().mean())
 
 
 @register("ddoq")
 @checked(weights=OneOf(*WEIGHTINGS), quantizer=OneOf(*QUANTIZERS), strength=Real(0, 1),
-         steps=Int(1), iters=Int(1), clvq_steps=Optional | Int(1), clvq_batch=Int(1))
+         steps=Int(1), iters=Int(1), clvq_steps=Optional | Int(1), clvq_batch=Int(1),
+         barycenter_iters=Int(1))
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, prior=None, weights: str = "voronoi",
             quantizer: str = "kmeans", strength: float = 0.7, steps: int = 50,
             guidance: float | None = None, sample_latents: bool = False, iters: int = 100,
-            clvq_steps: int | None = None, clvq_batch: int = 256,
-            progress: bool = True) -> DistilledSet:
+            clvq_steps: int | None = None, clvq_batch: int = 256, barycenter_iters: int = 10,
+            reuse: bool = False, progress: bool = True) -> DistilledSet:
     """DDOQ: per-class optimal quantization of prior latents, decoded, with Voronoi weights.
 
     Registered as ``"ddoq"``, and as ``"d4m"`` with ``weights="uniform"`` fixed
@@ -74,36 +91,49 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, prior=None, weights: str
     Parameters
     ----------
     prior : a prior from :mod:`pqlib.priors` or its name; default ``load_prior(data.name)``
-    weights : ``"voronoi"`` (cell masses, default), ``"sqrt"`` (√mass) or ``"uniform"`` (= D4M)
-    quantizer : ``"kmeans"`` (Lloyd, ``iters`` iterations) or ``"clvq"`` (mini-batch k-means:
-        ``clvq_steps`` mini-batches of ``clvq_batch`` latents; default 20 passes)
+    weights : ``"voronoi"`` (cell masses, default), ``"sqrt"`` (√mass), ``"uniform"`` (= D4M)
+        or ``"barycenter"`` (the learned weights of ``quantizer="barycenter"``)
+    quantizer : ``"kmeans"`` (Lloyd, ``iters`` iterations), ``"clvq"`` (mini-batch k-means:
+        ``clvq_steps`` mini-batches of ``clvq_batch`` latents; default 20 passes) or
+        ``"barycenter"`` (WMDD's learned-weight barycenter, ``barycenter_iters`` alternations)
     strength : img2img / SDEdit strength of the decoder (0 = plain VAE decode)
     steps, guidance : scheduler steps and classifier-free guidance of the decoder
     sample_latents : encode with a posterior sample (as D4M's code) instead of the mean
+    reuse : take the decoded images from the stage cache (see :func:`pqlib.distill`); the
+        weighting is not part of the key, so ``d4m``, ``ddoq`` and ``ddoq-sqrt`` share them
 
     Returns
     -------
     DistilledSet whose report holds the stage times (encode, quantize, decode), the latent
-    W2 (``w2_latent``) and each class's quantizer.
+    W2 (``w2_latent``) and each class's quantizer (``barycenters`` for ``"barycenter"``).
     """
+    if weights == "barycenter" and quantizer != "barycenter":
+        raise InvalidParameter(f"distill: weights='barycenter' needs quantizer='barycenter', not "
+                               f"quantizer={quantizer!r}; pass quantizer='barycenter' or choose "
+                               f"weights in {WEIGHTINGS[:3]}")
     prior = resolve_prior(prior, data)
-    stages = Stages()
+    stages = Stages(data, prior.id, reuse=reuse, ipc=ipc, seed=seed, sample=sample_latents)
     with stages("encode"):
         latents, cached = encoded_latents(prior, data, sample=sample_latents, seed=seed,
                                           progress=progress)
     with stages("quantize"):
         z = latents.flatten(1)
-        quantizers = [quantize_class(z[data.labels == c], ipc, quantizer=quantizer, seed=seed + c,
-                                     iters=iters, clvq_steps=clvq_steps, clvq_batch=clvq_batch)
-                      for c in range(data.num_classes)]
+        zs = [z[data.labels == c] for c in range(data.num_classes)]
+        quantizers = [quantize_class(zc, ipc, quantizer=quantizer, seed=seed + c, iters=iters,
+                                     clvq_steps=clvq_steps, clvq_batch=clvq_batch,
+                                     barycenter_iters=barycenter_iters) for c, zc in enumerate(zs)]
         points = torch.cat([q.points for q in quantizers])
         labels = torch.arange(data.num_classes).repeat_interleave(ipc)
-        w = torch.cat([class_weights(q, weights) for q in quantizers])
-        voronoi = [q.distortion ** 0.5 for q in quantizers]
+        w = torch.cat([class_weights(q, weights, zc) for q, zc in zip(quantizers, zs)])
+        voronoi = [distortion(q, zc) ** 0.5 for q, zc in zip(quantizers, zs)]
         w2 = replace(class_w2(z, data.labels, points, labels, w), voronoi=float(sum(voronoi) / len(voronoi)))
-    with stages("decode"):
-        images = prior.decode(points.view(-1, *prior.latent_shape).float(), labels, strength=strength,
-                              steps=steps, guidance=guidance, seed=seed, progress=progress)
+    images = stages.run("decode", lambda: prior.decode(
+        points.view(-1, *prior.latent_shape).float(), labels, strength=strength, steps=steps,
+        guidance=guidance, seed=seed, progress=progress), quantizer=quantizer, iters=iters,
+        clvq_steps=clvq_steps, clvq_batch=clvq_batch, barycenter_iters=barycenter_iters,
+        strength=strength, steps=steps, guidance=guidance)
+    found = {"barycenters" if quantizer == "barycenter" else "quantizers": tuple(quantizers)}
     report = DistillReport(prior=prior.id, latents_cached=cached, stage_seconds=stages.seconds,
-                           w2_latent=w2, latent_dim=z.shape[1], quantizers=tuple(quantizers))
+                           reused_stages=stages.reused, w2_latent=w2, latent_dim=z.shape[1],
+                           **found)
     return DistilledSet(images, labels, w, data.classes, report)

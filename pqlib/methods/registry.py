@@ -78,7 +78,8 @@ def _describe(value):
     return type(value).__name__
 
 
-def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, **options) -> DistilledSet:
+def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, reuse: bool = False,
+            **options) -> DistilledSet:
     """Distill ``data`` to ``ipc`` images per class with a registered method.
 
     Parameters
@@ -88,6 +89,10 @@ def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, **opt
     data : an :class:`~pqlib.data.ImageSet`, or a dataset name (its train split is loaded)
     ipc : images per class, 1 ≤ ipc ≤ smallest class
     seed : all randomness of the method derives from it
+    reuse : load the expensive stages (DDOQ / D4M: decode; WMDD: barycenter, synthesize) from
+        the stage cache when an earlier call computed them with the same images-shaping
+        options, and store them otherwise (variants that differ only in weights share them);
+        ``report.reused_stages`` names the stages loaded. Methods without stages ignore it.
     **options : method options (see each method's docstring)
 
     Returns
@@ -105,13 +110,14 @@ def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, **opt
     fn, preset = _REGISTRY[method]
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        valid = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k != "seed"
-                       and k not in preset)
+        valid = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY
+                       and k not in ("seed", "reuse", *preset))
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise ValueError(f"method {method!r} has no option(s) {unknown}; its options: {valid}")
     start = time.perf_counter()
-    out = fn(data, ipc, seed=seed, **preset, **options)
+    staged = {"reuse": reuse} if "reuse" in params else {}  # methods with cached stages
+    out = fn(data, ipc, seed=seed, **preset, **options, **staged)
     out.report = replace(
         out.report, method=method, dataset=data.name, ipc=ipc, seed=seed,
         options={k: _describe(v) for k, v in options.items() if k != "progress"},

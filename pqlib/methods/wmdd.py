@@ -19,7 +19,9 @@ Per class c, with a pretrained teacher f (penultimate features) that has BatchNo
 4. the barycenter weights become the images' training weights.
 
 ``learn_weights=False`` is the unweighted ablation: equal-mass barycenter (k-means of the
-features) and uniform training weights.
+features) and uniform training weights. ``weights="voronoi"`` keeps the images and trains with
+the Voronoi masses of the support points instead (the fraction of the class's features nearest
+to each point: DDOQ's weights, in WMDD's feature space).
 """
 
 from __future__ import annotations
@@ -90,11 +92,13 @@ def cached_class_bn_statistics(teacher: Teacher, data: ImageSet) -> list[BnStati
 
 
 @register("wmdd")
-@checked(init=OneOf("noise", "real"), iterations=Int(0), barycenter_iters=Int(1))
+@checked(init=OneOf("noise", "real"), iterations=Int(0), barycenter_iters=Int(1),
+         weights=OneOf("barycenter", "voronoi"))
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str | None = None,
             learn_weights: bool = True, barycenter_iters: int = 10, iterations: int = 500,
             lr: float = 0.1, bn_weight: float = 1.0, init: str = "noise", jitter: bool = True,
-            precision: str = "auto", progress: bool = True) -> DistilledSet:
+            precision: str = "auto", weights: str = "barycenter", reuse: bool = False,
+            progress: bool = True) -> DistilledSet:
     """WMDD: images whose teacher features hit per-class barycenter points, with BN regulariser.
 
     Parameters
@@ -111,6 +115,10 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     jitter : random augmentation of the synthetic batch at every step
     precision : teacher forward/backward in ``"bf16"`` autocast or ``"fp32"`` (``"auto"``: bf16
         where it is native); the statistics and the losses are computed in float32
+    weights : training weights: the barycenter's (default; uniform if not ``learn_weights``) or
+        ``"voronoi"``, the Voronoi masses of its support points among the class's features
+    reuse : take the barycenters and images from the stage cache (see :func:`pqlib.distill`);
+        ``weights`` is not part of the key, so ``wmdd`` and ``wmdd-voronoi`` share them
 
     Returns
     -------
@@ -118,35 +126,51 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     the W2 of the barycenters (``w2_feature``) and of the synthesized images
     (``w2_feature_synthesized``) to each class's features, the loss history and the barycenters.
     """
-    from ..transport import barycenter
+    from ..quantize import voronoi_weights
+    from ..transport import Barycenter, barycenter
 
     teacher = common.resolve_teacher(teacher, data, progress=progress)
-    stages = common.Stages()
-    with stages("barycenter"):  # 1. per-class barycenters of the teacher features
-        feats = common.cached_features(teacher, data)
+    stages = common.Stages(data, teacher.id, reuse=reuse, ipc=ipc, seed=seed)
+    feats = common.cached_features(teacher, data)
+    labels = torch.arange(data.num_classes).repeat_interleave(ipc)
+
+    def barycenters():  # 1. per-class barycenters of the teacher features
         barys = [barycenter(feats[data.labels == c], ipc, learn_weights=learn_weights,
                             iters=barycenter_iters, seed=seed + c) for c in range(data.num_classes)]
-        targets = torch.cat([b.points.float() for b in barys])
-        weights = torch.cat([b.weights.float() for b in barys])
-        labels = torch.arange(data.num_classes).repeat_interleave(ipc)
-        w2 = class_w2(feats, data.labels, torch.cat([b.points for b in barys]), labels, weights)
+        return {"points": torch.cat([b.points for b in barys]), "history": torch.tensor(
+                [b.history for b in barys], dtype=torch.float64),
+                "weights": torch.cat([b.weights for b in barys])}
+
+    found = stages.run("barycenter", barycenters, learn_weights=learn_weights, iters=barycenter_iters)
+    barys = [Barycenter(p, w, tuple(h.tolist())) for p, w, h in zip(
+        found["points"].split(ipc), found["weights"].split(ipc), found["history"])]
+    w = torch.cat([b.weights.float() if weights == "barycenter" else
+                   voronoi_weights(feats[data.labels == c], b.points).float()
+                   for c, b in enumerate(barys)])
+    w2 = class_w2(feats, data.labels, found["points"], labels, w)
     with stages("bn_statistics"):  # 2. per-class BatchNorm statistics of the real images
         stats = cached_class_bn_statistics(teacher, data)
-    with stages("synthesize"):  # 3. images whose features hit the barycenter points
+
+    def synthesized():  # 3. images whose features hit the barycenter points
         g = torch.Generator().manual_seed(seed)
         start = (torch.rand((len(labels), *data.image_shape), generator=g) if init == "noise"
                  else data.images[common.random_per_class(data, ipc, g)])
-        images, history = synthesize(teacher, start, targets, stats, iterations=iterations, lr=lr,
-                                     bn_weight=bn_weight, jitter=jitter, precision=precision,
-                                     seed=seed, progress=progress)
-    w2_synthesized = class_w2(feats, data.labels, common.features(teacher, images), labels, weights)
+        images, history = synthesize(teacher, start, found["points"].float(), stats,
+                                     iterations=iterations, lr=lr, bn_weight=bn_weight,
+                                     jitter=jitter, precision=precision, seed=seed, progress=progress)
+        return {"images": images, "history": torch.tensor(history, dtype=torch.float64).view(-1, 3)}
+
+    out = stages.run("synthesize", synthesized, iterations=iterations, lr=lr, bn_weight=bn_weight,
+                     init=init, jitter=jitter, precision=resolve_precision(precision))
+    images, history = out["images"], out["history"].tolist()
+    w2_synthesized = class_w2(feats, data.labels, common.features(teacher, images), labels, w)
     report = DistillReport(
-        teacher=teacher.id, stage_seconds=stages.seconds, w2_feature=w2,
-        w2_feature_synthesized=w2_synthesized, barycenters=tuple(barys),
+        teacher=teacher.id, stage_seconds=stages.seconds, reused_stages=stages.reused,
+        w2_feature=w2, w2_feature_synthesized=w2_synthesized, barycenters=tuple(barys),
         loss_history=[list(h) for h in history[:: max(1, len(history) // 100)]],
         loss_first_last=[history[0][0], history[-1][0]] if history else None)
-    # 4. the barycenter weights are the images' training weights
-    return DistilledSet(images, labels, weights, data.classes, report)
+    # 4. the barycenter weights (or the Voronoi masses) are the images' training weights
+    return DistilledSet(images, labels, w, data.classes, report)
 
 
 def synthesize(teacher: Teacher, start: torch.Tensor, targets: torch.Tensor,

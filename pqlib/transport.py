@@ -25,7 +25,17 @@ import numpy as np
 import ot
 import torch
 
-from .checks import Int, InvalidData, InvalidParameter, OneOf, Optional, Real, check_matrix, checked
+from .checks import (
+    Int,
+    InvalidData,
+    InvalidParameter,
+    OneOf,
+    Optional,
+    Real,
+    check_matrix,
+    check_pair,
+    checked,
+)
 from .quantize.seeding import kmeans_plus_plus
 
 __all__ = ["wasserstein2", "barycenter", "Barycenter"]
@@ -107,7 +117,7 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None
     >>> wasserstein2(x, torch.zeros(1, 1), squared=True)
     1.0
     """
-    x, y = _check_clouds(x, y)
+    x, y = check_pair(x, y)
     a_np, b_np = _check_masses(a, x.shape[0], "a"), _check_masses(b, y.shape[0], "b")
     if method == "exact" and reg is not None:
         raise InvalidParameter(f"reg={reg!r} is only used with method='sinkhorn'")
@@ -185,8 +195,7 @@ def barycenter(x: torch.Tensor, k: int, *, a: torch.Tensor | None = None,
     x_np = _np64(x)
     y_np = _np64(kmeans_plus_plus(x, k, torch.Generator().manual_seed(seed)))
     b_np = np.full(k, 1.0 / k)
-    history = []
-    eta = None
+    history, eta = [], None
     for t in range(iters):
         y_np = ot.lp.free_support_barycenter([x_np], [a_np], y_np, b=b_np, numItermax=1,
                                              stopThr=0.0)
@@ -214,14 +223,6 @@ def _np64(t: torch.Tensor) -> np.ndarray:
 def _like(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """The POT → torch hop: a tensor in ``like``'s dtype and device."""
     return torch.as_tensor(np.ascontiguousarray(arr)).to(dtype=like.dtype, device=like.device)
-
-
-def _check_clouds(x, y) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = check_matrix(x, "x"), check_matrix(y, "y")
-    if x.shape[1] != y.shape[1]:
-        raise InvalidData(f"dimension mismatch: x has shape {tuple(x.shape)} but y has shape "
-                          f"{tuple(y.shape)}")
-    return x, y
 
 
 def _check_masses(w, n: int, name: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from ..checks import (
     Tensor,
     check,
     check_matrix,
+    check_pair,
     checked,
 )
 from .lloyd import Lloyd
@@ -132,13 +133,9 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 100, tol: float | None = 1e-
     x = check_matrix(x)
     if k > x.shape[0]:
         raise InvalidParameter(f"k={k} should be <= n_samples={x.shape[0]}")
-    gen = torch.Generator().manual_seed(seed)
-    if isinstance(init, torch.Tensor):
-        points = _check_init(init, x, k)
-    elif init == "k-means++":
-        points = kmeans_plus_plus(x, k, gen)
-    else:
-        points = random_rows(x, k, gen)
+    seeders = {"k-means++": kmeans_plus_plus, "random": random_rows}
+    points = (_check_init(init, x, k) if isinstance(init, torch.Tensor)
+              else seeders[init](x, k, torch.Generator().manual_seed(seed)))
     lloyd = Lloyd(x, k)
     lloyd.assign(points)
     history = [lloyd.distortion(points)]
@@ -251,10 +248,7 @@ def assign(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     labels : int64 tensor of shape (n_samples,)
         Ties go to the lowest index.
     """
-    x, points = check_matrix(x), check_matrix(points, "points")
-    if points.shape[1] != x.shape[1]:
-        raise InvalidData(f"dimension mismatch: x has shape {tuple(x.shape)} but points has "
-                          f"shape {tuple(points.shape)}")
+    x, points = check_pair(x, points, "points")
     lloyd = Lloyd(x, points.shape[0])
     lloyd.assign(points.to(dtype=x.dtype, device=x.device))
     return lloyd.labels
@@ -272,8 +266,7 @@ def voronoi_weights(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     -------
     weights : tensor of shape (K,), in x's dtype, summing to 1
     """
-    labels = assign(x, points)
-    counts = torch.bincount(labels, minlength=points.shape[0]).double()
+    counts = torch.bincount(assign(x, points), minlength=points.shape[0]).double()
     return (counts / x.shape[0]).to(x.dtype)
 
 

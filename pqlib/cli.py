@@ -41,9 +41,8 @@ def cmd_distill(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UsageError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
-    data = load(args.dataset, "train")
-    options = _parse_options(args.set)
-    result = distill(args.method, data, args.ipc, seed=args.seed, **options)
+    result = distill(args.method, load(args.dataset, "train"), args.ipc, seed=args.seed,
+                     **_parse_options(args.set))
     result.save(out, overwrite=args.force)
     print(f"wrote {len(result)} images ({args.ipc} per class) to {out} "
           f"in {result.report.wall_time_s:.1f} s")
@@ -105,11 +104,10 @@ def cmd_train_prior(args) -> int:
     start = time.perf_counter()
     result = train_prior(args.dataset, config=options or None, out=args.out,
                          resume=not args.restart, checkpoint_every=args.checkpoint_every)
-    wall = time.perf_counter() - start
     how = (f"trained in {result.seconds / 60:.1f} min" if result.seconds
            else "already trained (loaded from the cache)")
     print(f"prior {result.prior.id}: config hash {result.config_hash}, {how} "
-          f"(this command: {wall / 60:.1f} min wall)")
+          f"(this command: {(time.perf_counter() - start) / 60:.1f} min wall)")
     for path in result.files:
         print(f"  {path}")
     return 0

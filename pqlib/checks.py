@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 __all__ = ["InvalidParameter", "InvalidData", "CorruptFile", "checked", "Int", "Real",
-           "OneOf", "Tensor", "Callable", "Optional", "check_matrix", "check_pair"]
+           "OneOf", "Tensor", "Callable", "Optional", "check_matrix"]
 
 
 class InvalidParameter(ValueError, TypeError):
@@ -166,15 +166,6 @@ def check_matrix(x, name: str = "x") -> torch.Tensor:
         raise InvalidData(f"{name} is empty: shape {tuple(x.shape)}")
     check_finite(x, name)
     return x
-
-
-def check_pair(x, y, name: str = "y") -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`check_matrix` on ``x`` and ``y``, which must have the same number of columns."""
-    x, y = check_matrix(x, "x"), check_matrix(y, name)
-    if x.shape[1] != y.shape[1]:
-        raise InvalidData(f"dimension mismatch: x has shape {tuple(x.shape)} but {name} has shape "
-                          f"{tuple(y.shape)}")
-    return x, y
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:

@@ -25,17 +25,7 @@ import numpy as np
 import ot
 import torch
 
-from .checks import (
-    Int,
-    InvalidData,
-    InvalidParameter,
-    OneOf,
-    Optional,
-    Real,
-    check_matrix,
-    check_pair,
-    checked,
-)
+from .checks import Int, InvalidData, InvalidParameter, OneOf, Optional, Real, check_matrix, checked
 from .quantize.seeding import kmeans_plus_plus
 
 __all__ = ["wasserstein2", "barycenter", "Barycenter"]
@@ -117,7 +107,7 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None
     >>> wasserstein2(x, torch.zeros(1, 1), squared=True)
     1.0
     """
-    x, y = check_pair(x, y)
+    x, y = _check_clouds(x, y)
     a_np, b_np = _check_masses(a, x.shape[0], "a"), _check_masses(b, y.shape[0], "b")
     if method == "exact" and reg is not None:
         raise InvalidParameter(f"reg={reg!r} is only used with method='sinkhorn'")
@@ -223,6 +213,14 @@ def _np64(t: torch.Tensor) -> np.ndarray:
 def _like(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """The POT → torch hop: a tensor in ``like``'s dtype and device."""
     return torch.as_tensor(np.ascontiguousarray(arr)).to(dtype=like.dtype, device=like.device)
+
+
+def _check_clouds(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = check_matrix(x, "x"), check_matrix(y, "y")
+    if x.shape[1] != y.shape[1]:
+        raise InvalidData(f"dimension mismatch: x has shape {tuple(x.shape)} but y has shape "
+                          f"{tuple(y.shape)}")
+    return x, y
 
 
 def _check_masses(w, n: int, name: str) -> np.ndarray:

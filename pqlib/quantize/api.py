@@ -18,7 +18,6 @@ from ..checks import (
     Tensor,
     check,
     check_matrix,
-    check_pair,
     checked,
 )
 from .lloyd import Lloyd
@@ -248,7 +247,10 @@ def assign(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     labels : int64 tensor of shape (n_samples,)
         Ties go to the lowest index.
     """
-    x, points = check_pair(x, points, "points")
+    x, points = check_matrix(x), check_matrix(points, "points")
+    if points.shape[1] != x.shape[1]:
+        raise InvalidData(f"dimension mismatch: x has shape {tuple(x.shape)} but points has "
+                          f"shape {tuple(points.shape)}")
     lloyd = Lloyd(x, points.shape[0])
     lloyd.assign(points.to(dtype=x.dtype, device=x.device))
     return lloyd.labels
@@ -257,10 +259,7 @@ def assign(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 def voronoi_weights(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Voronoi masses: the fraction of the rows of ``x`` nearest to each point.
 
-    Parameters
-    ----------
-    x : tensor of shape (n_samples, d)
-    points : tensor of shape (K, d)
+    Parameters ``x`` (n_samples, d) and ``points`` (K, d) as in :func:`assign`.
 
     Returns
     -------

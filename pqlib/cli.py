@@ -68,8 +68,8 @@ def cmd_evaluate(args) -> int:
                          f"{dataset!r} has {test.image_shape} with {test.num_classes}; pass the "
                          f"dataset it was distilled from")
     teacher = None if args.teacher == "none" else train_teacher(dataset, args.teacher)
-    protocol = get_protocol(args.protocol or ("dc" if teacher is None else "fkd"))
-    protocol = protocol.replace(epochs=args.epochs)
+    protocol = get_protocol(args.protocol or ("dc" if teacher is None else "fkd")).replace(
+        epochs=args.epochs)
     start = time.perf_counter()
     model = train_student(distilled, protocol, arch=args.student, teacher=teacher,
                           seed=args.seed, use_weights=not args.no_weights)

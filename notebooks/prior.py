@@ -99,7 +99,8 @@ plt.show()
 # %%
 test, data = load(dataset, "test"), load(dataset, "train")
 x = test.images[:n_show]
-show_images(torch.cat([x, prior.decode(prior.encode(x, progress=False), test.labels[:n_show], strength=0.0)]), n_show)
+recon = prior.decode(prior.encode(x, progress=False), test.labels[:n_show], strength=0.0)
+show_images(torch.cat([x, recon]), n_show)
 plt.show()
 
 # %% [markdown]

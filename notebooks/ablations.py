@@ -24,27 +24,12 @@
 # (the accuracy ablations are in {doc}`../book/results`).
 
 # %% tags=["remove-cell"]
-# On Colab: install pqlib if it is missing, from the repository that _config.yml names
-# (repository.url: the project's one public URL, empty until the book is published).
-import importlib.util
-import pathlib
-import subprocess
-import sys
-
-if importlib.util.find_spec("pqlib") is None:
-    import yaml
-
-    cwd = pathlib.Path.cwd()  # inside a checkout: its _config.yml, beside pqlib/
-    configs = [d / "_config.yml" for d in (cwd, *cwd.parents) if (d / "pqlib").is_dir()]
-    config = yaml.safe_load(configs[0].read_text()) if configs and configs[0].is_file() else {}
-    url = (config.get("repository") or {}).get("url")
-    if url:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"pqlib @ git+{url}"],
-                       check=True)
-    else:
-        print("pqlib is not installed and no repository URL is known: set repository.url in "
-              "the book's _config.yml (on Colab: !pip install 'pqlib @ git+<that URL>'), "
-              "then run this cell again.")
+# Colab: pip-install pqlib if it is missing, from repository.url in the book's _config.yml.
+import importlib.util, pathlib, subprocess, sys, yaml  # noqa: E401, I001 (a 5-line cell)
+cfgs = [p for p in map(pathlib.Path, ["_config.yml", "../_config.yml"]) if p.is_file()]
+url = cfgs and yaml.safe_load(cfgs[0].read_text())["repository"]["url"]
+if not importlib.util.find_spec("pqlib") and (url or print("pqlib: set repository.url in _config.yml")):
+    subprocess.run([sys.executable, "-m", "pip", "install", f"pqlib @ git+{url}"], check=True)
 
 # %% tags=["parameters"]
 dataset = "mnist"
@@ -156,14 +141,9 @@ for s in strengths:
 pd.DataFrame(rows).set_index("strength").round(3)
 
 # %%
-n = data.num_classes
-fig, axes = plt.subplots(len(strengths), n, figsize=(0.8 * n, 0.85 * len(strengths)), squeeze=False)
-for row, s in zip(axes, strengths):
-    for c, ax in enumerate(row):
-        ax.imshow(decoded[s][c * ipc, 0], cmap="gray", vmin=0, vmax=1)
-        ax.set(xticks=[], yticks=[])
-    row[0].set_ylabel(f"{s:.1f}", rotation=0, labelpad=14, fontsize=8)
-fig.suptitle("first centroid of each class, decoded at each strength", fontsize=9)
+first = torch.stack([decoded[s][c * ipc] for s in strengths for c in range(data.num_classes)])
+ax = plotting.show_images(first, data.num_classes, row_labels=[f"{s:.1f}" for s in strengths])
+ax.set_title("first centroid of each class, decoded at each strength", fontsize=9)
 plt.show()
 
 # %% [markdown]

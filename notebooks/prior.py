@@ -35,27 +35,12 @@
 # centroid at several strengths. A classifier trained on all of MNIST (the *teacher*) judges them.
 
 # %% tags=["hide-output"]
-# On Colab: install pqlib (with its shipped prior weights) if it is missing, from the
-# repository that _config.yml names (repository.url, empty until the book is published).
-import importlib.util
-import pathlib
-import subprocess
-import sys
-
-if importlib.util.find_spec("pqlib") is None:
-    import yaml
-
-    cwd = pathlib.Path.cwd()  # inside a checkout: its _config.yml, beside pqlib/
-    configs = [d / "_config.yml" for d in (cwd, *cwd.parents) if (d / "pqlib").is_dir()]
-    config = yaml.safe_load(configs[0].read_text()) if configs and configs[0].is_file() else {}
-    url = (config.get("repository") or {}).get("url")
-    if url:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"pqlib @ git+{url}"],
-                       check=True)
-    else:
-        print("pqlib is not installed and no repository URL is known: set repository.url in "
-              "the book's _config.yml (on Colab: !pip install 'pqlib @ git+<that URL>'), "
-              "then run this cell again.")
+# Colab: pip-install pqlib if it is missing, from repository.url in the book's _config.yml.
+import importlib.util, pathlib, subprocess, sys, yaml  # noqa: E401, I001 (a 5-line cell)
+cfgs = [p for p in map(pathlib.Path, ["_config.yml", "../_config.yml"]) if p.is_file()]
+url = cfgs and yaml.safe_load(cfgs[0].read_text())["repository"]["url"]
+if not importlib.util.find_spec("pqlib") and (url or print("pqlib: set repository.url in _config.yml")):
+    subprocess.run([sys.executable, "-m", "pip", "install", f"pqlib @ git+{url}"], check=True)
 
 # %%
 import matplotlib.pyplot as plt
@@ -63,6 +48,7 @@ import pandas as pd
 import torch
 
 from pqlib.data import load
+from pqlib.plotting import show_images
 from pqlib.priors import load_prior, train_prior
 from pqlib.train import train_teacher
 
@@ -73,24 +59,6 @@ n_show = 10         # images per row in the figures
 n_eval = 20         # samples per class for the agreement numbers (the benchmark uses 100)
 seed = 0
 strengths = [0.0, 0.3, 0.5, 0.7, 0.9, 1.0]
-
-
-# %%
-def show(images, nrow, *, row_labels=(), col_labels=()):
-    """Images (N, C, H, W) in [0, 1] as a grid with ``nrow`` images per row."""
-    rows = -(-len(images) // nrow)
-    fig, axes = plt.subplots(rows, nrow, figsize=(0.8 * nrow, 0.8 * rows), squeeze=False)
-    for ax, image in zip(axes.flat, images):
-        ax.imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
-    for ax in axes.flat:
-        ax.set(xticks=[], yticks=[])
-        ax.spines[:].set_visible(False)
-    for ax, label in zip(axes[:, 0], row_labels):
-        ax.set_ylabel(label, rotation=0, ha="right", va="center")
-    for ax, label in zip(axes[0], col_labels):
-        ax.set_title(label, fontsize=9)
-    fig.tight_layout()
-    plt.show()
 
 
 # %% [markdown]
@@ -131,7 +99,9 @@ plt.show()
 # %%
 test, data = load(dataset, "test"), load(dataset, "train")
 x = test.images[:n_show]
-show(torch.cat([x, prior.decode(prior.encode(x, progress=False), test.labels[:n_show], strength=0.0)]), n_show)
+recon = prior.decode(prior.encode(x, progress=False), test.labels[:n_show], strength=0.0)
+show_images(torch.cat([x, recon]), n_show)
+plt.show()
 
 # %% [markdown]
 # ## Samples per class
@@ -142,7 +112,8 @@ show(torch.cat([x, prior.decode(prior.encode(x, progress=False), test.labels[:n_
 # %%
 classes = torch.arange(data.num_classes).repeat_interleave(n_show)
 samples = prior.sample(classes, seed=seed, progress=False)
-show(samples, n_show, row_labels=list(data.classes))
+show_images(samples, n_show, row_labels=list(data.classes))
+plt.show()
 
 # %% [markdown]
 # ## SDEdit from a class centroid
@@ -159,8 +130,9 @@ z = prior.encode(data.images[idx], progress=False)
 means = torch.stack([z[data.labels[idx] == c].mean(0) for c in range(data.num_classes)])
 labels = torch.arange(data.num_classes)
 path = torch.stack([prior.decode(means, labels, strength=s, seed=seed, progress=False) for s in strengths], 1)
-show(path.flatten(0, 1), len(strengths), row_labels=list(data.classes),
-     col_labels=[f"s = {s:g}" for s in strengths])
+show_images(path.flatten(0, 1), len(strengths), row_labels=list(data.classes),
+            col_labels=[f"s = {s:g}" for s in strengths])
+plt.show()
 
 # %% [markdown]
 # ## How good is it?

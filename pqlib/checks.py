@@ -46,99 +46,47 @@ class CorruptFile(ValueError):
 
 
 class Constraint:
-    """One accepted kind of value; ``a | b`` accepts either."""
+    """One accepted kind of value: a test and what it reads as; ``a | b`` accepts either."""
 
-    def accepts(self, value) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __init__(self, accepts, text: str):
+        self.accepts, self.text = accepts, text
 
-    def describe(self) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __or__(self, other) -> Constraint:
+        other = _as_constraint(other)
+        return Constraint(lambda v: self.accepts(v) or other.accepts(v), f"{self} or {other}")
 
-    def __or__(self, other: Constraint) -> Constraint:
-        return _Either(self, _as_constraint(other))
-
-
-class _Either(Constraint):
-    def __init__(self, *options: Constraint):
-        self.options = options
-
-    def accepts(self, value) -> bool:
-        return any(o.accepts(value) for o in self.options)
-
-    def describe(self) -> str:
-        return " or ".join(o.describe() for o in self.options)
+    def __str__(self) -> str:
+        return self.text
 
 
-class Int(Constraint):
+def _within(v, low, high, open_low: bool = False) -> bool:
+    return ((low is None or (v > low if open_low else v >= low))
+            and (high is None or v <= high))
+
+
+def Int(low: int | None = None, high: int | None = None) -> Constraint:
     """An integer (not a bool) in ``[low, high]``; ``None`` bounds are open."""
-
-    def __init__(self, low: int | None = None, high: int | None = None):
-        self.low, self.high = low, high
-
-    def accepts(self, value) -> bool:
-        return (isinstance(value, int | np.integer) and not isinstance(value, bool)
-                and (self.low is None or value >= self.low)
-                and (self.high is None or value <= self.high))
-
-    def describe(self) -> str:
-        return "an integer" + _bounds(self.low, self.high, "[", "]")
+    return Constraint(lambda v: (isinstance(v, int | np.integer) and not isinstance(v, bool)
+                                 and _within(v, low, high)),
+                      "an integer" + _bounds(low, high, "[", "]"))
 
 
-class Real(Constraint):
+def Real(low: float | None = None, high: float | None = None, *,
+         open_low: bool = False) -> Constraint:
     """A finite real number in ``low <= x <= high`` (``open_low`` makes it ``low < x``)."""
-
-    def __init__(self, low: float | None = None, high: float | None = None, *,
-                 open_low: bool = False):
-        self.low, self.high, self.open_low = low, high, open_low
-
-    def accepts(self, value) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            return False
-        v = float(value)
-        return (math.isfinite(v)
-                and (self.low is None or (v > self.low if self.open_low else v >= self.low))
-                and (self.high is None or v <= self.high))
-
-    def describe(self) -> str:
-        return "a number" + _bounds(self.low, self.high, "(" if self.open_low else "[", "]")
+    return Constraint(lambda v: (isinstance(v, int | float | np.number) and not isinstance(v, bool)
+                                 and math.isfinite(v) and _within(float(v), low, high, open_low)),
+                      "a number" + _bounds(low, high, "(" if open_low else "[", "]"))
 
 
-class OneOf(Constraint):
+def OneOf(*values) -> Constraint:
     """One of the listed values (strings, None, ...)."""
-
-    def __init__(self, *values):
-        self.values = values
-
-    def accepts(self, value) -> bool:
-        return any(value is v or (type(value) is type(v) and value == v) for v in self.values)
-
-    def describe(self) -> str:
-        if len(self.values) == 1:
-            return repr(self.values[0])
-        return "one of " + ", ".join(map(repr, self.values))
+    text = repr(values[0]) if len(values) == 1 else "one of " + ", ".join(map(repr, values))
+    return Constraint(lambda v: any(v is x or (type(v) is type(x) and v == x) for x in values), text)
 
 
-class _Type(Constraint):
-    def __init__(self, kinds, name: str):
-        self.kinds, self.name = kinds, name
-
-    def accepts(self, value) -> bool:
-        return isinstance(value, self.kinds)
-
-    def describe(self) -> str:
-        return self.name
-
-
-Tensor = _Type(torch.Tensor, "a torch.Tensor")
-class _Callable(Constraint):
-    def accepts(self, value) -> bool:
-        return callable(value)  # functions, bound methods, partials, objects with __call__
-
-    def describe(self) -> str:
-        return "a callable"
-
-
-Callable = _Callable()
+Tensor = Constraint(lambda v: isinstance(v, torch.Tensor), "a torch.Tensor")
+Callable = Constraint(callable, "a callable")  # functions, bound methods, partials, __call__
 Optional = OneOf(None)
 
 
@@ -157,7 +105,8 @@ def _as_constraint(c) -> Constraint:
     if isinstance(c, Constraint):
         return c
     names = [t.__name__ for t in (c if isinstance(c, tuple) else (c,))]
-    return _Type(c, " or ".join(f"{'an' if n[0] in 'AEIOUaeiou' else 'a'} {n}" for n in names))
+    return Constraint(lambda v: isinstance(v, c),
+                      " or ".join(f"{'an' if n[0] in 'AEIOUaeiou' else 'a'} {n}" for n in names))
 
 
 def _short(value) -> str:
@@ -174,7 +123,7 @@ def check(name: str, value, constraint, *, where: str = "") -> None:
     constraint = _as_constraint(constraint)
     if not constraint.accepts(value):
         prefix = f"{where}: " if where else ""
-        raise InvalidParameter(f"{prefix}{name}={_short(value)} should be {constraint.describe()}")
+        raise InvalidParameter(f"{prefix}{name}={_short(value)} should be {constraint}")
 
 
 def checked(**constraints):

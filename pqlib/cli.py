@@ -41,9 +41,8 @@ def cmd_distill(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UsageError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
-    data = load(args.dataset, "train")
-    options = _parse_options(args.set)
-    result = distill(args.method, data, args.ipc, seed=args.seed, **options)
+    result = distill(args.method, load(args.dataset, "train"), args.ipc, seed=args.seed,
+                     **_parse_options(args.set))
     result.save(out, overwrite=args.force)
     print(f"wrote {len(result)} images ({args.ipc} per class) to {out} "
           f"in {result.report.wall_time_s:.1f} s")
@@ -69,8 +68,8 @@ def cmd_evaluate(args) -> int:
                          f"{dataset!r} has {test.image_shape} with {test.num_classes}; pass the "
                          f"dataset it was distilled from")
     teacher = None if args.teacher == "none" else train_teacher(dataset, args.teacher)
-    protocol = get_protocol(args.protocol or ("dc" if teacher is None else "fkd"))
-    protocol = protocol.replace(epochs=args.epochs)
+    protocol = get_protocol(args.protocol or ("dc" if teacher is None else "fkd")).replace(
+        epochs=args.epochs)
     start = time.perf_counter()
     model = train_student(distilled, protocol, arch=args.student, teacher=teacher,
                           seed=args.seed, use_weights=not args.no_weights)
@@ -105,11 +104,10 @@ def cmd_train_prior(args) -> int:
     start = time.perf_counter()
     result = train_prior(args.dataset, config=options or None, out=args.out,
                          resume=not args.restart, checkpoint_every=args.checkpoint_every)
-    wall = time.perf_counter() - start
     how = (f"trained in {result.seconds / 60:.1f} min" if result.seconds
            else "already trained (loaded from the cache)")
     print(f"prior {result.prior.id}: config hash {result.config_hash}, {how} "
-          f"(this command: {wall / 60:.1f} min wall)")
+          f"(this command: {(time.perf_counter() - start) / 60:.1f} min wall)")
     for path in result.files:
         print(f"  {path}")
     return 0
@@ -176,11 +174,70 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _command(sub, name: str, func, help: str, *parents) -> argparse.ArgumentParser:
-    """A sub-command ``name`` that runs ``func(args)``."""
-    command = sub.add_parser(name, help=help, parents=list(parents))
-    command.set_defaults(func=func)
-    return command
+_ROOT = ("--root", dict(metavar="DIR", help="folder the records and notebooks go under (default: "
+                        "$PQLIB_ROOT, else the checkout around the current folder, else it)"))
+_SEED = ("--seed", dict(type=int, default=0))
+_FLAG = dict(action="store_true")
+
+# sub-command: (function, help, [(argument, add_argument options), ...])
+_COMMANDS = {
+    "distill": (cmd_distill, "distill a dataset to a few images per class", [
+        ("--method", dict(required=True, help="random, herding, kcenter, dm, d4m, ddoq, wmdd")),
+        ("--dataset", dict(default="mnist", help="mnist (default), digits, imagefolder:PATH, ...")),
+        ("--ipc", dict(type=int, required=True, help="images per class")),
+        _SEED,
+        ("--out", dict(required=True, help="output directory (see pqlib.distilled)")),
+        ("--force", dict(_FLAG, help="replace a non-empty --out")),
+        ("--set", dict(action="append", metavar="KEY=VALUE", help="method option, repeatable")),
+    ]),
+    "evaluate": (cmd_evaluate, "train a student on a distilled set, test it", [
+        ("dir", dict(help="directory written by `pqlib distill`")),
+        ("--dataset", dict(help="dataset whose test split to use (default: from meta.json)")),
+        ("--teacher", dict(default="convnet_bn", help="soft-label teacher architecture "
+                           "(default convnet_bn), or 'none' for hard labels")),
+        ("--student", dict(default="convnet", help="student architecture (default convnet)")),
+        ("--protocol", dict(help="evaluation protocol (pqlib.protocols: dc, dc300, fkd, "
+                            "legacy-hard, legacy-soft); default dc with --teacher none, else fkd")),
+        ("--epochs", dict(type=int, help="override the protocol's epochs E")),
+        _SEED,
+        ("--no-weights", dict(_FLAG, help="ignore the per-image weights")),
+    ]),
+    "sweep": (cmd_sweep, "execute the experiment for a profile's runs", [
+        _ROOT,
+        ("--profile", dict(default="quick", help="smoke, quick (default), paper, or a YAML path")),
+        ("--only", dict(action="append", metavar="PATTERN", help="keep the runs whose name "
+                        "matches PATTERN (glob) or whose parameter is KEY=VALUE; repeatable, "
+                        "all must match")),
+        ("--workers", dict(type=int, help="runs at a time (default: the profile's)")),
+        ("--force", dict(_FLAG, help="re-run finished runs (with --notebooks: also replace "
+                         "their records)")),
+        ("--notebooks", dict(_FLAG, help="only re-execute the runs that have a record but no "
+                             "notebook, to write it and the distilled set; records are kept")),
+        ("--list", dict(_FLAG, help="list the runs: done, done (no notebook), todo")),
+    ]),
+    "rerun": (cmd_rerun, "re-execute a record's run, compare the numbers", [
+        _ROOT,
+        ("record", dict(help="a result record, e.g. "
+                        "results/paper/paper-mnist-random-ipc1-s0.json")),
+        ("--tolerance", dict(type=float, default=0.5, help="largest accepted accuracy "
+                             "difference, in points (default 0.5)")),
+        ("--keep", dict(metavar="DIR", help="execute in DIR (new or empty) and keep its notebook, "
+                        "record and distilled set (default: a temporary folder, removed)")),
+    ]),
+    "bench": (cmd_bench, "run a script of benchmarks/ (no name: list them)", [
+        ("name", dict(nargs="?")),
+        ("args", dict(nargs=argparse.REMAINDER, help="arguments for the benchmark")),
+    ]),
+    "train-prior": (cmd_train_prior, "train the tiny latent diffusion prior", [
+        ("--dataset", dict(default="mnist", help="dataset to train on (default mnist)")),
+        ("--out", dict(help="also copy the weights here: a directory or a file prefix")),
+        ("--seed", dict(type=int, default=None, help="training seed (default 0)")),
+        ("--set", dict(action="append", metavar="KEY=VALUE", help="TinyConfig override, "
+                       "repeatable (e.g. --set unet_epochs=0.05 for a smoke run)")),
+        ("--restart", dict(_FLAG, help="ignore a checkpoint or cached result")),
+        ("--checkpoint-every", dict(type=int, default=200, help="optimiser steps per checkpoint")),
+    ]),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,61 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pqlib", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"pqlib {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    root = argparse.ArgumentParser(add_help=False)
-    root.add_argument("--root", metavar="DIR", help="folder the records and notebooks go under "
-                      "(default: $PQLIB_ROOT, else the checkout around the current folder, else it)")
-
-    d = _command(sub, "distill", cmd_distill, "distill a dataset to a few images per class")
-    d.add_argument("--method", required=True, help="random, herding, kcenter, dm, d4m, ddoq, wmdd")
-    d.add_argument("--dataset", default="mnist", help="mnist (default), digits, imagefolder:PATH, ...")
-    d.add_argument("--ipc", type=int, required=True, help="images per class")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", required=True, help="output directory (see pqlib.distilled)")
-    d.add_argument("--force", action="store_true", help="replace a non-empty --out")
-    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option, repeatable")
-
-    e = _command(sub, "evaluate", cmd_evaluate, "train a student on a distilled set, test it")
-    e.add_argument("dir", help="directory written by `pqlib distill`")
-    e.add_argument("--dataset", help="dataset whose test split to use (default: from meta.json)")
-    e.add_argument("--teacher", default="convnet_bn", help="soft-label teacher architecture "
-                   "(default convnet_bn), or 'none' for hard labels")
-    e.add_argument("--student", default="convnet", help="student architecture (default convnet)")
-    e.add_argument("--protocol", help="evaluation protocol (pqlib.protocols: dc, dc300, fkd, "
-                   "legacy-hard, legacy-soft); default dc with --teacher none, else fkd")
-    e.add_argument("--epochs", type=int, help="override the protocol's epochs E")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--no-weights", action="store_true", help="ignore the per-image weights")
-
-    s = _command(sub, "sweep", cmd_sweep, "execute the experiment for a profile's runs", root)
-    s.add_argument("--profile", default="quick", help="smoke, quick (default), paper, or a YAML path")
-    s.add_argument("--only", action="append", metavar="PATTERN", help="keep the runs whose name "
-                   "matches PATTERN (glob) or whose parameter is KEY=VALUE; repeatable, all must match")
-    s.add_argument("--workers", type=int, help="runs at a time (default: the profile's)")
-    s.add_argument("--force", action="store_true",
-                   help="re-run finished runs (with --notebooks: also replace their records)")
-    s.add_argument("--notebooks", action="store_true", help="only re-execute the runs that have a "
-                   "record but no notebook, to write it and the distilled set; records are kept")
-    s.add_argument("--list", action="store_true", help="list the runs: done, done (no notebook), todo")
-
-    r = _command(sub, "rerun", cmd_rerun, "re-execute a record's run, compare the numbers", root)
-    r.add_argument("record", help="a result record, e.g. results/paper/paper-mnist-random-ipc1-s0.json")
-    r.add_argument("--tolerance", type=float, default=0.5,
-                   help="largest accepted accuracy difference, in points (default 0.5)")
-    r.add_argument("--keep", metavar="DIR", help="execute in DIR (new or empty) and keep its "
-                   "notebook, record and distilled set (default: a temporary folder, removed)")
-
-    b = _command(sub, "bench", cmd_bench, "run a script of benchmarks/ (no name: list them)")
-    b.add_argument("name", nargs="?")
-    b.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
-
-    t = _command(sub, "train-prior", cmd_train_prior, "train the tiny latent diffusion prior")
-    t.add_argument("--dataset", default="mnist", help="dataset to train on (default mnist)")
-    t.add_argument("--out", help="also copy the weights here: a directory or a file prefix")
-    t.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="TinyConfig override, "
-                   "repeatable (e.g. --set unet_epochs=0.05 for a smoke run)")
-    t.add_argument("--restart", action="store_true", help="ignore a checkpoint or cached result")
-    t.add_argument("--checkpoint-every", type=int, default=200, help="optimiser steps per checkpoint")
+    for name, (func, help, arguments) in _COMMANDS.items():
+        command = sub.add_parser(name, help=help)
+        command.set_defaults(func=func)
+        for flag, options in arguments:
+            command.add_argument(flag, **options)
     return p
 
 

@@ -132,7 +132,10 @@ def load(name: str, split: str = "train", *, resize: int | None = None) -> Image
         raise InvalidParameter(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if resize is not None and kind != "imagefolder" and out.images.shape[-1] != resize:
         out = ImageSet(_resize(out.images, resize), out.labels, out.classes, out.name)
-    _check_classes(out)
+    empty = [cls for cls, count in zip(out.classes, out.class_counts()) if count == 0]
+    if empty:
+        raise InvalidData(f"dataset {name!r}: classes {empty} have no images; remove their "
+                          "folders or add images")
     return out
 
 
@@ -147,12 +150,9 @@ def train_val_split(data: ImageSet, n_val: int, *, seed: int = 0) -> tuple[Image
         raise InvalidParameter(f"train_val_split: n_val={n_val} should be < len(data)={len(data)}")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     frac = n_val / len(data)
-    val = []
-    for c in range(data.num_classes):
-        idx = perm[data.labels[perm] == c]
-        val.append(idx[: round(frac * len(idx))])
+    per_class = [perm[data.labels[perm] == c] for c in range(data.num_classes)]
     mask = torch.zeros(len(data), dtype=torch.bool)
-    mask[torch.cat(val)] = True
+    mask[torch.cat([idx[: round(frac * len(idx))] for idx in per_class])] = True
     return data.subset(~mask), data.subset(mask)
 
 
@@ -164,14 +164,6 @@ def _existing_dir(path: str, name: str) -> Path:
     if not p.is_dir():
         raise FileNotFoundError(f"dataset {name!r}: folder {str(p)!r} does not exist")
     return p
-
-
-def _check_classes(data: ImageSet) -> None:
-    counts = data.class_counts()
-    empty = [data.classes[i] for i in range(data.num_classes) if counts[i] == 0]
-    if empty:
-        raise InvalidData(f"dataset {data.name!r}: classes {empty} have no images; remove their "
-                          "folders or add images")
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -250,10 +242,7 @@ def _builtin(kind: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _from_uint8(x: np.ndarray) -> torch.Tensor:
     """uint8 pixels (any shape) → float32 in [0, 1], as a tensor that owns its memory."""
-    x = np.ascontiguousarray(x)
-    if not x.flags.writeable:
-        x = x.copy()
-    return torch.from_numpy(x).to(torch.float32).div_(255.0)
+    return torch.tensor(x, dtype=torch.float32).div_(255.0)
 
 
 def _read_idx(folder: Path, stem: str) -> np.ndarray:

@@ -265,3 +265,44 @@ def show_run(variant: str, ipc: int, *, seed: int = 0, root=None, max_per_class:
     print(f"student test accuracy: {acc}")
     print(provenance_line(record))
     return fig
+
+
+def show_images(images, nrow: int, row_labels=None, col_labels=None, ax=None):
+    """Images as one grid of ``nrow`` columns, drawn into a single Axes.
+
+    Parameters
+    ----------
+    images : tensor or array of shape (N, C, H, W), values in [0, 1], C = 1 (grey) or 3 (RGB);
+        image ``i`` goes to row ``i // nrow``, column ``i % nrow``
+    nrow : images per row; the grid has ``ceil(N / nrow)`` rows (the last one may be short)
+    row_labels : sequence of str of length ``ceil(N / nrow)``, optional, written left of the rows
+    col_labels : sequence of str of length ``nrow``, optional, written above the columns
+    ax : matplotlib Axes, optional; default a new figure of 0.8 inch per image
+
+    Returns
+    -------
+    the matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+
+    if hasattr(images, "detach"):  # a torch tensor
+        images = images.detach().cpu().numpy()
+    x = np.asarray(images, dtype=np.float32)
+    n, c, h, w = x.shape
+    rows = -(-n // nrow)
+    grid = np.ones((rows * (h + 1) - 1, nrow * (w + 1) - 1, c), dtype=np.float32)  # 1-px gaps
+    for i, image in enumerate(x):
+        top, left = (i // nrow) * (h + 1), (i % nrow) * (w + 1)
+        grid[top : top + h, left : left + w] = image.transpose(1, 2, 0)
+    if ax is None:
+        ax = plt.subplots(figsize=(0.8 * nrow, 0.8 * rows))[1]
+    ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([j * (w + 1) + (w - 1) / 2 for j in range(nrow)] if col_labels else [],
+                  list(col_labels or []), fontsize=9)
+    ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)] if row_labels else [],
+                  list(row_labels or []))
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.grid(False)
+    ax.spines[:].set_visible(False)
+    return ax

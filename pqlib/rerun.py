@@ -78,8 +78,7 @@ class RerunReport:
         for quantity, old, new in self.rows:
             fmt = ".2f" if quantity in self.checked else ".4f"
             cells = [f"{v:>12{fmt}}" if v is not None else f"{'–':>12}" for v in (old, new)]
-            both = old is not None and new is not None
-            cells.append(f"{new - old:>+12{fmt}}" if both else " " * 12)
+            cells.append(f"{new - old:>+12{fmt}}" if None not in (old, new) else " " * 12)
             if quantity in self.checked:
                 cells.append("  DIFFERS" if quantity in self.mismatches else "  ok")
             lines.append(f"{quantity:<24}{''.join(cells)}")

@@ -109,9 +109,7 @@ def load_profile(profile: str | Path, *, root: str | Path | None = None) -> Prof
     """Read a shipped profile by name (``smoke``, ``quick``, ``paper``: ``PROFILES/<name>.yaml``)
     or a YAML file by path; its ``records`` / ``notebooks`` folders are taken relative to
     :func:`pqlib.cache.project_root` ``(root)``."""
-    path = Path(profile)
-    if not path.suffix:
-        path = PROFILES / f"{profile}.yaml"
+    path = Path(profile) if Path(profile).suffix else PROFILES / f"{profile}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
         raise FileNotFoundError(f"profile {str(profile)!r} not found; profiles: {', '.join(known)}"
@@ -141,19 +139,18 @@ def notebook_parameters(notebook: Path = NOTEBOOK) -> dict:
     literals come back as their source text)."""
     import jupytext
 
-    for cell in jupytext.read(notebook).cells:
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            out = {}
-            for node in ast.parse(cell.source).body:
-                if isinstance(node, ast.Assign):
-                    for target in node.targets:
-                        if isinstance(target, ast.Name):
-                            try:
-                                out[target.id] = ast.literal_eval(node.value)
-                            except ValueError:
-                                out[target.id] = ast.get_source_segment(cell.source, node.value)
-            return out
-    raise ValueError(f"{notebook} has no cell tagged 'parameters'")
+    cell = next((c for c in jupytext.read(notebook).cells
+                 if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        raise ValueError(f"{notebook} has no cell tagged 'parameters'")
+    out = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                out[node.targets[0].id] = ast.get_source_segment(cell.source, node.value)
+    return out
 
 
 def _slug(text: str) -> str:
@@ -184,12 +181,11 @@ def plan(profile: Profile | str, *, only: list[str] | None = None,
             if "ipc" in spec and ipc not in spec["ipc"]:
                 continue
             for seed in profile.seeds_by_ipc.get(ipc, profile.seeds):
-                params = dict(profile.parameters)
-                params.update(profile.ipc_overrides.get(ipc, {}))
-                params.update({k: v for k, v in spec.items() if k not in ("method", "options", "ipc")})
-                params.update(method=spec["method"], variant=variant,
-                              options=dict(spec.get("options") or {}), ipc=ipc, seed=seed,
-                              profile=profile.name)
+                params = {**profile.parameters, **profile.ipc_overrides.get(ipc, {}),
+                          **{k: v for k, v in spec.items() if k not in ("method", "options", "ipc")},
+                          "method": spec["method"], "variant": variant,
+                          "options": dict(spec.get("options") or {}), "ipc": ipc, "seed": seed,
+                          "profile": profile.name}
                 name = f"{profile.name}-{_slug(params['dataset'])}-{variant}-ipc{ipc}-s{seed}"
                 params["run_name"] = name
                 runs.append(Run(name, profile.name, params, profile.notebooks / f"{name}.ipynb",
@@ -292,7 +288,6 @@ class SweepReport:
     """
 
     profile: str
-    planned: int
     skipped: list[str]
     ok: list[str]
     failed: dict[str, str]
@@ -361,5 +356,5 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
         bar.close()
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
-    return SweepReport(prof.name, len(runs), skipped, ok, failed, time.perf_counter() - start,
+    return SweepReport(prof.name, skipped, ok, failed, time.perf_counter() - start,
                        records_kept=kept, todo=missing)

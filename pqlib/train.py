@@ -70,8 +70,8 @@ def resolve_precision(precision: str = "auto", device: torch.device | str | None
 
 def autocast(precision: str, device: torch.device | str = "cpu"):
     """``torch.autocast`` to bfloat16 when ``precision == "bf16"``, a no-op context otherwise."""
-    kind = torch.device(device).type
-    return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=precision == "bf16")
 
 
 @contextmanager
@@ -224,13 +224,11 @@ def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: i
         if cache and (folder / f"{name}.safetensors").exists():
             return load_teacher(folder / f"{name}.safetensors", device=device)
 
-    train = data_mod.load(dataset, "train")
-    test = data_mod.load(dataset, "test")
+    train, test = data_mod.load(dataset, "train"), data_mod.load(dataset, "test")
     precision = resolve_precision(precision, device)
     c, h, _ = train.image_shape
     steps_per_epoch = math.ceil(len(train) / batch_size)
-    if epochs is None:
-        epochs = max(3, math.ceil(600 / steps_per_epoch))
+    epochs = epochs or max(3, math.ceil(600 / steps_per_epoch))
     start = time.perf_counter()
     with _seeded(seed, device):
         model = build(arch, c, train.num_classes, h).to(device)

@@ -185,8 +185,7 @@ def barycenter(x: torch.Tensor, k: int, *, a: torch.Tensor | None = None,
     x_np = _np64(x)
     y_np = _np64(kmeans_plus_plus(x, k, torch.Generator().manual_seed(seed)))
     b_np = np.full(k, 1.0 / k)
-    history = []
-    eta = None
+    history, eta = [], None
     for t in range(iters):
         y_np = ot.lp.free_support_barycenter([x_np], [a_np], y_np, b=b_np, numItermax=1,
                                              stopThr=0.0)

@@ -63,6 +63,11 @@ class Prior(abc.ABC):
         parts = [self.name] + ([self.dataset] if self.dataset else []) + [config_hash(self.config)]
         return "-".join(parts)
 
+    @property
+    def scaling_factor(self) -> float:
+        """The factor latents are scaled by: the VAE's (priors that have a ``vae``)."""
+        return float(self.vae.config.scaling_factor)
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(id={self.id!r}, image_shape={self.image_shape}, "
                 f"latent_shape={self.latent_shape}, num_classes={self.num_classes})")

@@ -31,7 +31,6 @@ class PixelPrior(Prior):
         self.image_shape = tuple(int(s) for s in image_shape)
         self.latent_shape = self.image_shape
         self.num_classes = num_classes
-        self.dataset = None
         self.config = {"image_shape": list(self.image_shape), "num_classes": num_classes}
 
     @checked_encode

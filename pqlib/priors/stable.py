@@ -45,19 +45,16 @@ def check_model_dir(model_dir: str | Path, *, need_text: bool = True) -> Path:
             f"format model (e.g. stable-diffusion-v1-5) on a machine with network access and pass "
             f"its local path (pqlib never downloads weights)")
     missing = [] if (path / "model_index.json").is_file() else ["model_index.json"]
-    weights = ("*.safetensors", "*.bin")
-    needed = {"vae": ("config.json", weights), "unet": ("config.json", weights),
-              "scheduler": ("scheduler_config.json",)}
+    model = (("config.json",), ("*.safetensors", "*.bin"))  # each: one of these patterns
+    needed = {"vae": model, "unet": model, "scheduler": (("scheduler_config.json",),)}
     if need_text:
-        needed.update(text_encoder=("config.json", weights), tokenizer=("*",))
+        needed.update(text_encoder=model, tokenizer=(("*",),))
     for sub, wanted in needed.items():
         if not (path / sub).is_dir():
             missing.append(f"{sub}/")
             continue
-        for want in wanted:
-            patterns = (want,) if isinstance(want, str) else want
-            if not any(any((path / sub).glob(p)) for p in patterns):
-                missing.append(f"{sub}/{' or '.join(patterns)}")
+        missing += [f"{sub}/{' or '.join(patterns)}" for patterns in wanted
+                    if not any(any((path / sub).glob(p)) for p in patterns)]
     if missing:
         raise FileNotFoundError(
             f"Stable Diffusion model directory {str(path)!r} is incomplete: missing "
@@ -150,16 +147,11 @@ class StableDiffusionPrior(Prior):
         self._embed, self._cache = embed, {}
         self.image_shape = (pipe.vae.config.in_channels, side, side)
         self.latent_shape = (pipe.vae.config.latent_channels, side // factor, side // factor)
-        self.dataset = None
         self.config = {"source": source, "resolution": side, "strength": self.strength,
                        "guidance": self.default_guidance, "steps": self.steps,
                        "negative_prompt": negative_prompt, "prompt_template": prompt_template,
                        "scheduler": type(pipe.scheduler).__name__,
                        "dtype": str(self.dtype).replace("torch.", "")}
-
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
 
     def prompts(self, labels) -> list[str]:
         """The prompt of each label."""
@@ -181,8 +173,7 @@ class StableDiffusionPrior(Prior):
             if emb.ndim != 3 or emb.shape[0] != len(todo):
                 raise ValueError(f"embed returned shape {tuple(emb.shape)} for {len(todo)} prompts; "
                                  f"expected ({len(todo)}, seq, dim)")
-            for p, e in zip(todo, emb):
-                self._cache[p] = e.to(self.device, self.dtype)
+            self._cache.update(zip(todo, emb.to(self.device, self.dtype)))
         return torch.stack([self._cache[p] for p in prompts])
 
     @checked_encode

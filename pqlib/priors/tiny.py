@@ -119,8 +119,7 @@ class TinyConfig:
         return (self.latent_channels, s, s)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> TinyConfig:
@@ -156,23 +155,26 @@ def default_config(dataset: str = "mnist", data=None) -> TinyConfig:
         from ..data import load
 
         data = load(dataset, "train")
-    c, h, w = data.image_shape
-    return TinyConfig(dataset=dataset, image_shape=(c, h, w), num_classes=data.num_classes,
-                      classes=tuple(data.classes),
-                      pad_to=8 * math.ceil(max(h, w) / 8))  # VAE ÷4, UNet ÷2
+    return TinyConfig(dataset=dataset, image_shape=tuple(data.image_shape),
+                      num_classes=data.num_classes, classes=tuple(data.classes),
+                      pad_to=8 * math.ceil(max(data.image_shape[1:]) / 8))  # VAE ÷4, UNet ÷2
+
+
+def _margins(cfg: TinyConfig) -> tuple[int, int, int, int, int]:
+    """``(top, left, h, w, pad_to)``: where the image sits in the padded square."""
+    (_, h, w), p = cfg.image_shape, cfg.pad_to
+    return (p - h) // 2, (p - w) // 2, h, w, p
 
 
 def to_model_space(images: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
     """[0, 1] images ``(N, *cfg.image_shape)`` → zero-padded images of side ``pad_to`` in [-1, 1]."""
-    (_, h, w), p = cfg.image_shape, cfg.pad_to
-    top, left = (p - h) // 2, (p - w) // 2
+    top, left, h, w, p = _margins(cfg)
     return F.pad(images, (left, p - w - left, top, p - h - top)) * 2 - 1
 
 
 def to_image_space(x: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
     """Inverse of :func:`to_model_space`: crop to ``cfg.image_shape``, map to [0, 1] (clamped)."""
-    (_, h, w), p = cfg.image_shape, cfg.pad_to
-    top, left = (p - h) // 2, (p - w) // 2
+    top, left, h, w, _ = _margins(cfg)
     return ((x[..., top : top + h, left : left + w] + 1) / 2).clamp(0, 1)
 
 
@@ -250,26 +252,12 @@ class TinyLatentDiffusion(Prior):
 
     def __init__(self, config: TinyConfig, vae, unet, *, clip_range: float = 4.0,
                  record: dict | None = None):
-        self.tiny_config = config
-        self.vae = vae.eval().requires_grad_(False)
-        self.unet = unet.eval().requires_grad_(False)
-        self.clip_range = float(clip_range)
-        self.scheduler = build_scheduler(config, clip_range)
-        self.record = dict(record or {})
-        self.dataset = config.dataset
-        self.image_shape = tuple(config.image_shape)
-        self.latent_shape = config.latent_shape
-        self.num_classes = config.num_classes
-        self.classes = tuple(config.classes)
-        self.config = config.to_dict()
-
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def null_class(self) -> int:
-        return self.num_classes
+        self.tiny_config, self.config, self.record = config, config.to_dict(), dict(record or {})
+        self.vae, self.unet = (m.eval().requires_grad_(False) for m in (vae, unet))
+        self.clip_range, self.scheduler = float(clip_range), build_scheduler(config, clip_range)
+        self.dataset, self.num_classes, self.classes = (config.dataset, config.num_classes,
+                                                        tuple(config.classes))
+        self.image_shape, self.latent_shape = tuple(config.image_shape), config.latent_shape
 
     @classmethod
     def random(cls, config: TinyConfig, *, seed: int = 0, scaling_factor: float = 1.0,
@@ -283,14 +271,10 @@ class TinyLatentDiffusion(Prior):
         """[0, 1] images ``(N, C, H, W)`` → zero-padded images of side ``pad_to`` in [-1, 1]."""
         return to_model_space(images, self.tiny_config)
 
-    def to_image_space(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`to_model_space`: crop to ``image_shape`` and map to [0, 1]."""
-        return to_image_space(x, self.tiny_config)
-
     @torch.no_grad()
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Plain VAE decoding of scaled latents: ``vae.decode(latents / scaling_factor)``, in [0, 1]."""
-        return self.to_image_space(self.vae.decode(latents / self.scaling_factor).sample)
+        return to_image_space(self.vae.decode(latents / self.scaling_factor).sample, self.tiny_config)
 
 
     @checked_encode
@@ -355,21 +339,21 @@ class TinyLatentDiffusion(Prior):
         timesteps = sched.timesteps[steps - init :]  # empty for init == 0: a plain VAE decode
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
         out = torch.empty((n, *self.image_shape))
-        bar = tqdm(total=math.ceil(n / batch_size) * len(timesteps), desc=f"decode s={strength:g}",
-                   disable=not progress or init == 0)
-        for i in range(0, n, batch_size):
-            z, eps, y = latents[i : i + batch_size], noise[i : i + batch_size], labels[i : i + batch_size]
-            if init:
-                z = eps.clone() if strength >= 1.0 else sched.add_noise(z, eps, timesteps[:1])
-            for t in timesteps:
-                z = sched.step(self._eps(z, t, y, guidance), t, z).prev_sample
-                bar.update()
-            out[i : i + batch_size] = self.vae_decode(z)
-        bar.close()
+        with tqdm(total=math.ceil(n / batch_size) * len(timesteps),
+                  desc=f"decode s={strength:g}", disable=not progress or init == 0) as bar:
+            for i in range(0, n, batch_size):
+                z, eps, y = (latents[i : i + batch_size], noise[i : i + batch_size],
+                             labels[i : i + batch_size])
+                if init:
+                    z = eps.clone() if strength >= 1.0 else sched.add_noise(z, eps, timesteps[:1])
+                for t in timesteps:
+                    z = sched.step(self._eps(z, t, y, guidance), t, z).prev_sample
+                    bar.update()
+                out[i : i + batch_size] = self.vae_decode(z)
         return out
 
     def _eps(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float) -> torch.Tensor:
-        null = torch.full_like(y, self.null_class)
+        null = torch.full_like(y, self.num_classes)  # the null class
         if guidance in (0.0, 1.0):  # purely unconditional / conditional: one UNet call
             return self.unet(z, t, class_labels=y if guidance else null).sample
         both = self.unet(torch.cat([z, z]), t, class_labels=torch.cat([y, null])).sample
@@ -427,8 +411,8 @@ class TinyLatentDiffusion(Prior):
             raise ValueError(f"prior {str(prefix)!r} has config hash {vae_info['config_hash']} but "
                              f"{expect_hash} was expected; retrain with `pqlib train-prior`")
         vae, unet = build_vae(config, vae_info["scaling_factor"]), build_unet(config)
-        vae.load_state_dict(states[0])
-        unet.load_state_dict(states[1])
+        for module, state in zip((vae, unet), states):
+            module.load_state_dict(state)
         json_path = Path(f"{prefix}.json")
         record = json.loads(json_path.read_text()) if json_path.is_file() else {}
         return cls(config, vae, unet, clip_range=vae_info["clip_range"], record=record)

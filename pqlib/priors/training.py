@@ -10,8 +10,8 @@ Three phases, one checkpoint file:
 3. **UNet** — ε-prediction MSE on fresh posterior samples, uniform timesteps, labels dropped
    to the null class with probability ``p_uncond``, EMA of the weights.
 
-Both optimisation phases run the same loop (:meth:`_Session.train` over a :class:`_Phase`:
-model, loss, batches, learning-rate schedule, checkpoints, optional EMA). Batches, noise and
+Both optimisation phases run the same loop (:meth:`_Session.train`: model, loss, batches,
+learning-rate schedule, checkpoints, the UNet's EMA). Batches, noise and
 timesteps of step k come from generators seeded by (seed, stream, k), so a resumed run
 computes exactly what an uninterrupted one would. The checkpoint (models, optimiser, EMA,
 step, elapsed time) is written atomically every ``checkpoint_every`` steps, at the end of each
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import io
 import json
 import math
 import shutil
@@ -77,7 +76,7 @@ class PriorTraining:
 def resolve_config(data, config: TinyConfig | dict | None) -> TinyConfig:
     """The full :class:`TinyConfig` for ``data``: default, default with overrides, or as given."""
     cfg = config
-    if not isinstance(config, TinyConfig):
+    if not isinstance(cfg, TinyConfig):
         default = default_config(data.name, None if data.name == "mnist" else data)
         cfg = TinyConfig.from_dict({**default.to_dict(), **(config or {})})
     if tuple(cfg.image_shape) != tuple(data.image_shape) or cfg.num_classes != data.num_classes:
@@ -111,31 +110,8 @@ def _total_steps(cfg: TinyConfig, n: int) -> dict[str, int]:
 
 
 def _save(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
     with atomic_write(path) as f:
-        f.write(buf.getvalue())
-
-
-@dataclass(frozen=True)
-class _Phase:
-    """One optimisation phase: AdamW on ``model`` for ``steps`` steps of ``batch_size`` examples.
-
-    ``loss(idx, g)`` returns the loss of the training examples ``idx`` with its noise drawn
-    from ``g``, and the named scalars to log. Step k's batch comes from generator stream
-    ``streams[0]`` (one permutation per epoch), its noise from ``streams[1]``; ``ema``, if
-    given, follows ``model`` with decay ``min(ema_decay, (1 + k) / (10 + k))``.
-    """
-
-    name: str
-    model: torch.nn.Module
-    loss: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict]]
-    lr: float
-    batch_size: int
-    steps: int
-    streams: tuple[int, int]
-    ema: torch.nn.Module | None = None
-    ema_decay: float = 0.0
+        torch.save(obj, f)
 
 
 class _Session:
@@ -187,37 +163,46 @@ class _Session:
         self.opt = self.opt_state = None
         self.checkpoint()
 
-    def train(self, p: _Phase) -> None:
-        """Run ``p`` from the checkpointed step to its end, then advance to the next phase."""
-        started, state, seed = time.perf_counter(), self.state, self.cfg.seed
-        self.opt = torch.optim.AdamW(p.model.parameters(), lr=p.lr)
+    def train(self, name: str, loss: Callable, steps: int) -> None:
+        """Run phase ``name`` (``"vae"`` or ``"unet"``) from the checkpointed step to ``steps``,
+        then advance to the next phase.
+
+        AdamW on the model ``name`` with the config's ``<name>_lr`` and ``<name>_batch_size``.
+        ``loss(idx, g)`` returns the loss of the training examples ``idx`` with its noise drawn
+        from ``g``, and the named scalars to log. Step k's batch comes from generator stream
+        ``streams[0]`` (one permutation per epoch), its noise from ``streams[1]``; the UNet's
+        EMA follows it with decay ``min(ema_decay, (1 + k) / (10 + k))``.
+        """
+        started, state, cfg, model = time.perf_counter(), self.state, self.cfg, getattr(self, name)
+        lr, batch_size = getattr(cfg, f"{name}_lr"), getattr(cfg, f"{name}_batch_size")
+        streams = {"vae": (1, 2), "unet": (3, 4)}[name]
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr)
         if self.opt_state is not None:
             self.opt.load_state_dict(self.opt_state)
-        p.model.train()
-        bar = tqdm(range(state["step"], p.steps), desc=f"prior {p.name}", initial=state["step"],
-                   total=p.steps, disable=not self.progress, mininterval=2.0)
+        model.train()
+        bar = tqdm(range(state["step"], steps), desc=f"prior {name}", initial=state["step"],
+                   total=steps, disable=not self.progress, mininterval=2.0)
         for step in bar:
-            idx = _batch(step, self.n, p.batch_size, seed, p.streams[0])
+            idx = _batch(step, self.n, batch_size, cfg.seed, streams[0])
             for group in self.opt.param_groups:
-                group["lr"] = _lr(step, p.steps, p.lr, self.cfg.warmup_steps)
-            loss, logged = p.loss(idx, _gen(seed, p.streams[1], step))
+                group["lr"] = _lr(step, steps, lr, cfg.warmup_steps)
+            value, logged = loss(idx, _gen(cfg.seed, streams[1], step))
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(p.model.parameters(), 1.0)
+            value.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             self.opt.step()
-            if p.ema is not None:
-                decay = min(p.ema_decay, (1 + step) / (10 + step))
+            if name == "unet":
+                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
                 with torch.no_grad():
-                    for e, w in zip(p.ema.parameters(), p.model.parameters()):
+                    for e, w in zip(self.ema.parameters(), model.parameters()):
                         e.lerp_(w, 1 - decay)
             state["step"] = step + 1
-            if step % 25 == 0 or step == p.steps - 1:
+            if step % 25 == 0 or step == steps - 1:
                 values = {k: round(v.item(), 5) for k, v in logged.items()}
-                state["losses"].append([p.name, step, *values.values()])
+                state["losses"].append([name, step, *values.values()])
                 bar.set_postfix(values)
             if (step + 1) % self.every == 0:
                 self.checkpoint()
-        bar.close()
         self.advance(started)
 
     @torch.no_grad()
@@ -226,14 +211,11 @@ class _Session:
         path = self.work / "latents.pt"
         self.vae.eval()
         if self.state["phase"] == "latents" or not path.is_file():
-            started, means, logvars = time.perf_counter(), [], []
-            for i in tqdm(range(0, len(images), 500), desc="prior latents",
-                          disable=not self.progress, mininterval=2.0):
-                x = to_model_space(images[i : i + 500], self.cfg)
-                dist = self.vae.encode(x).latent_dist
-                means.append(dist.mean)
-                logvars.append(dist.logvar)
-            mean, logvar = torch.cat(means), torch.cat(logvars)
+            started = time.perf_counter()
+            dists = [self.vae.encode(to_model_space(images[i : i + 500], self.cfg)).latent_dist
+                     for i in tqdm(range(0, len(images), 500), desc="prior latents",
+                                   disable=not self.progress, mininterval=2.0)]
+            mean, logvar = torch.cat([d.mean for d in dists]), torch.cat([d.logvar for d in dists])
             m = mean.double()
             var = (m**2).mean() + logvar.double().exp().mean() - m.mean() ** 2
             scale = float(1.0 / var.sqrt())
@@ -246,7 +228,7 @@ class _Session:
         return lat["mean"], torch.exp(0.5 * lat["logvar"]), self.state["scaling_factor"]
 
 
-def _vae_phase(vae, images: torch.Tensor, cfg: TinyConfig, amp, steps: int) -> _Phase:
+def _vae_loss(vae, images: torch.Tensor, cfg: TinyConfig, amp) -> Callable:
     """L1 reconstruction + ``kl_weight`` · KL per pixel on posterior samples (``amp``: autocast)."""
     pixels = cfg.image_shape[0] * cfg.pad_to**2
 
@@ -262,10 +244,10 @@ def _vae_phase(vae, images: torch.Tensor, cfg: TinyConfig, amp, steps: int) -> _
         kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / pixels
         return l1 + cfg.kl_weight * kl, {"l1": l1, "kl": kl}
 
-    return _Phase("vae", vae, loss, cfg.vae_lr, cfg.vae_batch_size, steps, streams=(1, 2))
+    return loss
 
 
-def _unet_phase(session: _Session, labels: torch.Tensor, latents, amp, steps: int) -> _Phase:
+def _unet_loss(session: _Session, labels: torch.Tensor, latents, amp) -> Callable:
     """ε-prediction MSE on fresh posterior samples, labels dropped with probability p_uncond."""
     cfg, unet, (mean, std, scale) = session.cfg, session.unet, latents
     sched = build_scheduler(cfg, session.state["clip_range"])
@@ -282,8 +264,7 @@ def _unet_phase(session: _Session, labels: torch.Tensor, latents, amp, steps: in
         mse = F.mse_loss(pred.float(), noise)
         return mse, {"loss": mse}
 
-    return _Phase("unet", unet, loss, cfg.unet_lr, cfg.unet_batch_size, steps, streams=(3, 4),
-                  ema=session.ema, ema_decay=cfg.ema_decay)
+    return loss
 
 
 @checked(checkpoint_every=Int(1))
@@ -331,10 +312,10 @@ def train_prior(dataset="mnist", *, config: TinyConfig | dict | None = None,
     run = _Session(cfg, len(data.images), resume=resume, progress=progress, every=checkpoint_every)
     try:
         if run.state["phase"] == "vae":
-            run.train(_vae_phase(run.vae, data.images, cfg, amp, steps["vae"]))
+            run.train("vae", _vae_loss(run.vae, data.images, cfg, amp), steps["vae"])
         latents = run.latents(data.images)
         if run.state["phase"] == "unet":
-            run.train(_unet_phase(run, data.labels, latents, amp, steps["unet"]))
+            run.train("unet", _unet_loss(run, data.labels, latents, amp), steps["unet"])
     except KeyboardInterrupt:
         run.checkpoint()
         print(f"\ninterrupted: checkpoint saved to {run.path}; run again to resume",

@@ -132,13 +132,9 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 100, tol: float | None = 1e-
     x = check_matrix(x)
     if k > x.shape[0]:
         raise InvalidParameter(f"k={k} should be <= n_samples={x.shape[0]}")
-    gen = torch.Generator().manual_seed(seed)
-    if isinstance(init, torch.Tensor):
-        points = _check_init(init, x, k)
-    elif init == "k-means++":
-        points = kmeans_plus_plus(x, k, gen)
-    else:
-        points = random_rows(x, k, gen)
+    seeders = {"k-means++": kmeans_plus_plus, "random": random_rows}
+    points = (_check_init(init, x, k) if isinstance(init, torch.Tensor)
+              else seeders[init](x, k, torch.Generator().manual_seed(seed)))
     lloyd = Lloyd(x, k)
     lloyd.assign(points)
     history = [lloyd.distortion(points)]
@@ -263,17 +259,13 @@ def assign(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 def voronoi_weights(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Voronoi masses: the fraction of the rows of ``x`` nearest to each point.
 
-    Parameters
-    ----------
-    x : tensor of shape (n_samples, d)
-    points : tensor of shape (K, d)
+    Parameters ``x`` (n_samples, d) and ``points`` (K, d) as in :func:`assign`.
 
     Returns
     -------
     weights : tensor of shape (K,), in x's dtype, summing to 1
     """
-    labels = assign(x, points)
-    counts = torch.bincount(labels, minlength=points.shape[0]).double()
+    counts = torch.bincount(assign(x, points), minlength=points.shape[0]).double()
     return (counts / x.shape[0]).to(x.dtype)
 
 

@@ -24,27 +24,12 @@
 # dataset × method × IPC × seed of a profile; the pages under *Runs* are those executions.
 
 # %% tags=["remove-cell"]
-# On Colab: install pqlib if it is missing, from the repository that _config.yml names
-# (repository.url: the project's one public URL, empty until the book is published).
-import importlib.util
-import pathlib
-import subprocess
-import sys
-
-if importlib.util.find_spec("pqlib") is None:
-    import yaml
-
-    cwd = pathlib.Path.cwd()  # inside a checkout: its _config.yml, beside pqlib/
-    configs = [d / "_config.yml" for d in (cwd, *cwd.parents) if (d / "pqlib").is_dir()]
-    config = yaml.safe_load(configs[0].read_text()) if configs and configs[0].is_file() else {}
-    url = (config.get("repository") or {}).get("url")
-    if url:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"pqlib @ git+{url}"],
-                       check=True)
-    else:
-        print("pqlib is not installed and no repository URL is known: set repository.url in "
-              "the book's _config.yml (on Colab: !pip install 'pqlib @ git+<that URL>'), "
-              "then run this cell again.")
+# Colab: pip-install pqlib if it is missing, from repository.url in the book's _config.yml.
+import importlib.util, pathlib, subprocess, sys, yaml  # noqa: E401, I001 (a 5-line cell)
+cfgs = [p for p in map(pathlib.Path, ["_config.yml", "../_config.yml"]) if p.is_file()]
+url = cfgs and yaml.safe_load(cfgs[0].read_text())["repository"]["url"]
+if not importlib.util.find_spec("pqlib") and (url or print("pqlib: set repository.url in _config.yml")):
+    subprocess.run([sys.executable, "-m", "pip", "install", f"pqlib @ git+{url}"], check=True)
 
 # %% tags=["parameters"]
 dataset = "mnist"          # mnist, digits, imagefolder:PATH, cifar10:PATH

@@ -318,6 +318,7 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
     missing = [r.name for r in runs if notebooks and r.name not in done]
     todo = [r for r in runs if (r.name in done and not r.notebook.exists() if notebooks
                                 else force or r.name not in done)]
+    todo.sort(key=lambda r: -r.parameters["ipc"])  # long runs first: short ones fill the tail
     skipped = [r.name for r in runs if r not in todo and r.name not in missing]
     keep = notebooks and not force
     shutil.rmtree(prof.records / ".staging", ignore_errors=True)  # leftovers of an interrupted sweep

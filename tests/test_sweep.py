@@ -171,3 +171,29 @@ def test_show_run_falls_back_to_another_ipc(tmp_path, capsys):
     assert "showing IPC 2" in capsys.readouterr().out
     assert show_run("bar", 10, root=tmp_path) is None
     assert "No run of 'bar'" in capsys.readouterr().out
+
+
+class _RecordingExecutor:
+    """Runs nothing: records which run was submitted when and reports it ok."""
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, fn, run, **kwargs):
+        from concurrent.futures import Future
+
+        self.submitted.append(run.name)
+        fut = Future()
+        fut.set_result({"status": "ok", "run": run.name, "accuracy": {}})
+        return fut
+
+
+def test_sweep_submits_the_largest_ipc_first(tmp_path):
+    path = _profile(tmp_path, {"random": {"method": "random"}, "kc": {"method": "kcenter"}})
+    spec = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(dict(spec, ipc=[1, 10, 2]), sort_keys=False))
+    ex = _RecordingExecutor()
+    report = run_sweep(path, executor=ex, progress=False)
+    assert [n.split("-")[3] for n in ex.submitted] == ["ipc10", "ipc10", "ipc2", "ipc2", "ipc1", "ipc1"]
+    assert ex.submitted[:2] == ["tiny-digits-random-ipc10-s0", "tiny-digits-kc-ipc10-s0"]  # stable
+    assert sorted(report.ok) == sorted(ex.submitted)

@@ -86,11 +86,13 @@ def full_data_accuracy(df: pd.DataFrame, root: str | Path | None = None) -> tupl
 
     path = Path(root or results_root()) / "benchmarks" / "full_data.json"
     doc = json.loads(path.read_text()) if path.is_file() else {}
-    return ((float(np.mean(doc["accuracy_hard"])), f"a ConvNet-3 trained with hard labels on all the training data "
-             f"(benchmarks/full_data.py; epochs {sorted({r.get('epochs') for r in doc.get('rows', [])})}), "
-             f"mean of {len(doc['accuracy_hard'])} runs") if doc.get("accuracy_hard") else
-            (float(df.teacher_accuracy.mean()), "a stand-in: the soft-label teacher's test accuracy "
-             "(ConvNet-BN trained on all the data), read from the records"))
+    runs = doc.get("accuracy_hard")
+    if not runs:
+        return (float(df.teacher_accuracy.mean()), "a stand-in: the soft-label teacher's test "
+                "accuracy (ConvNet-BN trained on all the data), read from the records")
+    epochs = sorted({r.get("epochs") for r in doc.get("rows", [])})
+    return (float(np.mean(runs)), "a ConvNet-3 trained with hard labels on all the training data "
+            f"(benchmarks/full_data.py; epochs {epochs}), mean of {len(runs)} runs")
 
 
 def dd_ranking(df: pd.DataFrame, full_hard: float, *, lam: float = 0.5,

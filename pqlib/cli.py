@@ -50,7 +50,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .cache import atomic_write
+    from .cache import write_json
     from .data import load
     from .distilled import DistilledSet
     from .protocols import get_protocol
@@ -87,8 +87,7 @@ def cmd_evaluate(args) -> int:
         "distilled": distilled.report.to_dict(), **provenance(),
     }
     path = Path(args.dir) / f"eval-{tag}.json"
-    with atomic_write(path, "w") as f:
-        json.dump(record, f, indent=2, default=str)
+    write_json(path, record)
     print(f"test accuracy {acc:.2f} %  ({args.student} student, protocol {protocol.name} "
           f"E={protocol.epochs}, "
           f"{'hard labels' if teacher is None else 'soft labels from ' + teacher.id}; {path})")
@@ -255,8 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError) as err:

@@ -74,20 +74,19 @@ def cmd_evaluate(args) -> int:
     model = train_student(distilled, protocol, arch=args.student, teacher=teacher,
                           seed=args.seed, use_weights=not args.no_weights)
     acc = evaluate(model, test)
-    seconds = time.perf_counter() - start
+    seconds = round(time.perf_counter() - start, 2)
     tag = (f"{args.student}-{args.teacher}-{protocol.name}-e{protocol.epochs}-s{args.seed}"
            + ("-noweights" if args.no_weights else ""))
-    record = {
+    path = Path(args.dir) / f"eval-{tag}.json"
+    write_json(path, {
         "accuracy": acc, "dataset": dataset, "student": args.student, "teacher": args.teacher,
         "teacher_id": teacher.id if teacher else None,
         "teacher_accuracy": teacher.accuracy if teacher else None,
         "protocol": protocol.as_dict(), "compiled": model.compiled,
         "seed": args.seed, "use_weights": not args.no_weights,
-        "precision": resolve_precision(), "train_eval_seconds": round(seconds, 2),
+        "precision": resolve_precision(), "train_eval_seconds": seconds,
         "distilled": distilled.report.to_dict(), **provenance(),
-    }
-    path = Path(args.dir) / f"eval-{tag}.json"
-    write_json(path, record)
+    })
     print(f"test accuracy {acc:.2f} %  ({args.student} student, protocol {protocol.name} "
           f"E={protocol.epochs}, "
           f"{'hard labels' if teacher is None else 'soft labels from ' + teacher.id}; {path})")

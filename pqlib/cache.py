@@ -2,10 +2,11 @@
 
 Records and executed notebooks go under the *project root* (:func:`project_root`): the
 repository when pqlib runs from inside its checkout, else the current directory, or the folder
-named by ``--root`` / ``$PQLIB_ROOT``. Everything pqlib computes once and reuses (the MNIST archive, trained teachers, trained
-priors, encoded latents) lives under ``$PQLIB_CACHE`` (default ``~/.cache/pqlib``), in a file
-whose name carries a hash of the configuration that produced it. Every file pqlib writes goes
-through :func:`atomic_write`, so an interrupted run never leaves half a file behind.
+named by ``--root`` / ``$PQLIB_ROOT``. Everything pqlib computes once and reuses (the MNIST
+archive, trained teachers, trained priors, encoded latents) lives under ``$PQLIB_CACHE``
+(default ``~/.cache/pqlib``), in a file whose name carries a hash of the configuration that
+produced it. Every file pqlib writes goes through :func:`atomic_write` (JSON files through
+:func:`write_json`), so an interrupted run never leaves half a file behind.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["project_root", "is_checkout", "cache_dir", "config_hash", "atomic_write",
-           "atomic_dir", "md5sum"]
+           "atomic_dir", "write_json", "md5sum"]
 
 
 def is_checkout(folder: str | os.PathLike) -> bool:
@@ -102,9 +103,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON and a final newline, atomically (:func:`atomic_write`);
+    numpy / torch scalars and arrays are written as numbers and lists, other objects as text."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+        f.write("\n")
+
+
+def _json_default(o):
+    return o.item() if hasattr(o, "item") else o.tolist() if hasattr(o, "tolist") else str(o)
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .cache import atomic_write
+    from .cache import write_json
     from .data import load
     from .distilled import DistilledSet
     from .protocols import get_protocol
@@ -74,21 +74,19 @@ def cmd_evaluate(args) -> int:
     model = train_student(distilled, protocol, arch=args.student, teacher=teacher,
                           seed=args.seed, use_weights=not args.no_weights)
     acc = evaluate(model, test)
-    seconds = time.perf_counter() - start
+    seconds = round(time.perf_counter() - start, 2)
     tag = (f"{args.student}-{args.teacher}-{protocol.name}-e{protocol.epochs}-s{args.seed}"
            + ("-noweights" if args.no_weights else ""))
-    record = {
+    path = Path(args.dir) / f"eval-{tag}.json"
+    write_json(path, {
         "accuracy": acc, "dataset": dataset, "student": args.student, "teacher": args.teacher,
         "teacher_id": teacher.id if teacher else None,
         "teacher_accuracy": teacher.accuracy if teacher else None,
         "protocol": protocol.as_dict(), "compiled": model.compiled,
         "seed": args.seed, "use_weights": not args.no_weights,
-        "precision": resolve_precision(), "train_eval_seconds": round(seconds, 2),
+        "precision": resolve_precision(), "train_eval_seconds": seconds,
         "distilled": distilled.report.to_dict(), **provenance(),
-    }
-    path = Path(args.dir) / f"eval-{tag}.json"
-    with atomic_write(path, "w") as f:
-        json.dump(record, f, indent=2, default=str)
+    })
     print(f"test accuracy {acc:.2f} %  ({args.student} student, protocol {protocol.name} "
           f"E={protocol.epochs}, "
           f"{'hard labels' if teacher is None else 'soft labels from ' + teacher.id}; {path})")
@@ -255,8 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError) as err:

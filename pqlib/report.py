@@ -86,8 +86,7 @@ def class_w2(x: torch.Tensor, x_labels: torch.Tensor, points: torch.Tensor,
               tuple(weighted), tuple(uniform))
 
 
-# keys a report computes from its other fields or never writes (in-memory results)
-_DERIVED = ("w2_reduction_pct",)
+# keys a report never writes (in-memory results)
 _IN_MEMORY = ("quantizers", "barycenters", "extra")
 _W2_FIELDS = ("w2_latent", "w2_feature", "w2_feature_synthesized")
 
@@ -174,4 +173,6 @@ class DistillReport:
         known = {f.name for f in fields(cls)} - set(_IN_MEMORY)
         kw = {k: (W2.from_dict(v) if k in _W2_FIELDS and v is not None else v)
               for k, v in d.items() if k in known}
-        return cls(**kw, extra={k: v for k, v in d.items() if k not in known and k not in _DERIVED})
+        # w2_reduction_pct is not kept: the W2 recomputes it
+        return cls(**kw, extra={k: v for k, v in d.items()
+                                if k not in known and k != "w2_reduction_pct"})

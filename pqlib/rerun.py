@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import project_root
 from .provenance import git_commit
 from .results import read_record
-from .sweep import NOTEBOOK, Run, execute_run, notebook_parameters
+from .sweep import NOTEBOOK, Run, _torch_threads, execute_run, notebook_parameters
 
 __all__ = ["rerun", "RerunReport"]
 
@@ -141,7 +140,7 @@ def rerun(record_path: str | Path, *, tolerance: float = 0.5, keep: str | Path |
     if not tolerance >= 0:
         raise ValueError(f"--tolerance {tolerance} must be a number of points >= 0")
     root, path = project_root(root), Path(record_path)
-    if not path.exists() and not path.is_absolute() and (root / path).exists():
+    if not path.exists() and (root / path).exists():  # (root / an absolute path is that path)
         path = root / path
     old = _load(path)
     params = dict(old.get("parameters") or {})
@@ -149,8 +148,7 @@ def rerun(record_path: str | Path, *, tolerance: float = 0.5, keep: str | Path |
     if unknown:
         raise ValueError(f"{path} has parameters {unknown} that {notebook.name} does not have; "
                          f"re-run it from the commit it was made at ({_short(old.get('commit'))})")
-    threads = (old.get("machine") or {}).get("torch_threads") or \
-        (old.get("derived") or {}).get("torch_threads")
+    threads = _torch_threads(old)
     if keep is not None:
         folder = Path(keep)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -162,19 +160,17 @@ def rerun(record_path: str | Path, *, tolerance: float = 0.5, keep: str | Path |
     name = old.get("run") or path.stem
     run = Run(name, old.get("profile") or "rerun", params, folder / f"{name}.ipynb",
               folder / f"{name}.json")
-    report = RerunReport(path, name, params, threads, tolerance, recorded_commit=old.get("commit"),
-                         commit=git_commit(), kept=folder if keep is not None else None)
     if progress:
         print(f"re-running {name} in {folder} ({_threads(threads)}) ...", flush=True)
-    start = time.perf_counter()
     try:
         res = execute_run(run, threads=threads, notebook=notebook, cwd=root)
-        report.seconds = time.perf_counter() - start
-        if res["status"] != "ok":
-            report.error = res["error"]
-        else:
-            report.rows, report.checked = _rows(old, run.recorded())
-        return report
+        new = run.recorded()
     finally:
         if keep is None:
             shutil.rmtree(folder, ignore_errors=True)
+    report = RerunReport(path, name, params, threads, tolerance, recorded_commit=old.get("commit"),
+                         commit=git_commit(), seconds=res["seconds"], error=res["error"],
+                         kept=folder if keep is not None else None)
+    if report.error is None:
+        report.rows, report.checked = _rows(old, new)
+    return report

@@ -41,20 +41,19 @@ to the whole split read as 0, the recorded values moved to ``derived``.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from .cache import atomic_write, project_root
+from .cache import project_root, write_json
 from .protocols import Protocol, protocol_from_record
 
-__all__ = ["build_record", "StudentResult", "method_order", "write_record", "load_records", "upgrade_record", "read_record", "accuracy_table", "paper_reported",
-           "find_run", "results_root", "provenance_line", "stage_table",
-           "provenance_table", "SCHEMA_VERSION", "READABLE_SCHEMAS",
-           "PROFILE_PREFERENCE", "SPLIT_SIZES"]
+__all__ = ["build_record", "StudentResult", "method_order", "write_record", "load_records",
+           "upgrade_record", "read_record", "accuracy_table", "paper_reported", "find_run",
+           "results_root", "provenance_line", "stage_table", "provenance_table", "SCHEMA_VERSION",
+           "READABLE_SCHEMAS", "PROFILE_PREFERENCE", "SPLIT_SIZES"]
 
 PROFILE_PREFERENCE = ("paper", "quick", "smoke")
 
@@ -139,26 +138,17 @@ def build_record(parameters: dict, distilled, students: dict[str, StudentResult]
 
 def write_record(path: str | Path, record: dict) -> Path:
     """Write one result record atomically (adds ``schema`` and ``created``)."""
-    record = {"schema": SCHEMA_VERSION, **record,
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path = Path(path)
-    with atomic_write(path, "w") as f:
-        json.dump(record, f, indent=2, default=_json_default)
-        f.write("\n")
-    return path
-
-
-def _json_default(o):  # numpy / torch scalars and arrays, else their text
-    return o.item() if hasattr(o, "item") else o.tolist() if hasattr(o, "tolist") else str(o)
+    write_json(path, {"schema": SCHEMA_VERSION, **record,
+                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return Path(path)
 
 
 def read_record(path: str | Path, *, require_ok: bool = False) -> dict:
     """One record file, as version 2 (:func:`upgrade_record`). Raises ValueError naming the file
     when it is not a JSON object, has an unknown schema version, or (``require_ok``) its status
     is not ``"ok"``."""
-    path = Path(path)
     try:
-        rec = json.loads(path.read_text())
+        rec = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a JSON result record ({err})") from None
     if not isinstance(rec, dict):
@@ -188,11 +178,10 @@ def upgrade_record(rec: dict) -> dict:
     derived = {"precision": params.pop("precision", None), "train_size": params.get("train_size"),
                "test_size": params.get("test_size"),
                "torch_threads": (rec.get("machine") or {}).get("torch_threads")}
-    full = SPLIT_SIZES.get(params.get("dataset"))
-    if full:
-        for key, n in zip(("train_size", "test_size"), full):
-            if params.get(key) == n:
-                params[key] = 0
+    whole = SPLIT_SIZES.get(params.get("dataset"), ())  # () for other datasets: no size changes
+    for key, n in zip(("train_size", "test_size"), whole):
+        if params.get(key) == n:
+            params[key] = 0
     params.update(hard_protocol="legacy-hard", soft_protocol="legacy-soft", compile=False)
     rec.update(schema=2, upgraded_from=1, parameters=params, derived=derived)
     return rec
@@ -211,11 +200,9 @@ def load_records(*locations: str | Path) -> pd.DataFrame:
     ValueError.
     """
     rows = []
-    for loc in locations or (results_root(),):
-        loc = Path(loc)
+    for loc in map(Path, locations or (results_root(),)):
         files = sorted(loc.glob("*.json")) if loc.is_dir() else [loc]
-        for f in files:
-            rows.append(_flatten(read_record(f)))
+        rows += [_flatten(read_record(f)) for f in files]
     return pd.DataFrame(rows)
 
 
@@ -272,7 +259,7 @@ def paper_reported() -> dict[str, pd.DataFrame]:
     mean ± std), ``"mnist_anchors"`` (ConvNet-3, hard labels, MNIST test %). None of these were
     measured by this repository.
     """
-    nan = math.nan
+    nan = float("nan")
     ddoq = pd.DataFrame(
         {"SRe2L": [21.3, 46.8, 52.8, 57.0], "D4M": [27.9, 55.2, 59.3, 62.6],
          "RDED": [42.0, 56.5, nan, nan], "DDOQ": [33.1, 56.2, 60.1, 63.4]},
@@ -311,10 +298,8 @@ def find_run(variant: str, ipc: int, *, seed: int = 0, root: str | Path | None =
             for f in sorted(folder.glob(f"{profile}-*-{variant}-ipc{ipc}-s{seed}.json")):
                 rec = json.loads(f.read_text())
                 p = rec.get("parameters", {})
-                if (p.get("variant") or p.get("method")) != variant:
-                    continue
                 distilled = folder / "distilled" / f.stem
-                if distilled.is_dir():
+                if (p.get("variant") or p.get("method")) == variant and distilled.is_dir():
                     return rec, distilled
     return None
 

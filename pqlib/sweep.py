@@ -44,7 +44,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from .cache import atomic_write, project_root
+from .cache import atomic_dir, atomic_write, project_root, write_json
 from .provenance import CHECKOUT, provenance
 
 __all__ = ["Run", "Profile", "load_profile", "plan", "run_sweep", "execute_run", "LocalExecutor",
@@ -190,9 +190,7 @@ def plan(profile: Profile | str, *, only: list[str] | None = None,
                 params["run_name"] = name
                 runs.append(Run(name, profile.name, params, profile.notebooks / f"{name}.ipynb",
                                 profile.records / f"{name}.json"))
-    if only:
-        runs = [r for r in runs if _matches(r, only)]
-    return runs
+    return [r for r in runs if _matches(r, only or [])]
 
 
 class LocalExecutor(ThreadPoolExecutor):
@@ -207,11 +205,12 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
                 keep_record: bool = False, cwd: str | Path | None = None) -> dict:
     """Execute one run with papermill; move its outputs into place on success.
 
-    ``threads`` is passed as the notebook's ``threads`` parameter (torch threads). With
-    ``keep_record`` the executed notebook and the distilled set are moved into place but the
-    existing record file is left untouched (the new execution's record is discarded). The
-    kernel runs in ``cwd`` (default :func:`pqlib.cache.project_root`), so relative paths among
-    the parameters (``imagefolder:data/...``) are read from the project root.
+    ``threads`` is passed as the notebook's ``threads`` parameter (torch threads; 0 or ``None``:
+    the default). With ``keep_record`` the executed notebook and the distilled set are moved
+    into place but the existing record file is left untouched (the new execution's record is
+    discarded). The kernel runs in ``cwd`` (default :func:`pqlib.cache.project_root`), so
+    relative paths among the parameters (``imagefolder:data/...``) are read from the project
+    root.
 
     Returns ``{"run", "status": "ok"|"failed", "seconds", "error", "accuracy"}`` (``accuracy``:
     that of this execution, ``None`` when it failed).
@@ -225,10 +224,9 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
     staged_nb, staged_rec, staged_set = stage / "run.ipynb", stage / "record.json", stage / "distilled"
     cwd = Path(cwd or project_root())
     # paths relative to the kernel's folder: the executed notebook shows no machine paths
-    params = dict(run.parameters, result_path=os.path.relpath(staged_rec, cwd),
+    params = dict(run.parameters, threads=threads or 0,
+                  result_path=os.path.relpath(staged_rec, cwd),
                   distilled_dir=os.path.relpath(staged_set, cwd))
-    if threads:
-        params["threads"] = threads
     start, record, error = time.perf_counter(), {}, None
     try:
         papermill.execute_notebook(jupytext.read(notebook), str(staged_nb), parameters=params,
@@ -242,16 +240,16 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
     if error is None:
         record = dict(json.loads(staged_rec.read_text()), run=run.name, profile=run.profile,
                       wall_time_s=seconds)
-        _move(staged_nb, run.notebook)
+        _place(staged_nb, run.notebook)
         if staged_set.exists():
-            _move(staged_set, run.record.parent / "distilled" / run.name)
+            _place(staged_set, run.record.parent / "distilled" / run.name)
         if not keep_record:
-            _write_json(run.record, record)
+            write_json(run.record, record)
     else:
         failed = run.record.parent / "failed"
         if staged_nb.exists():
-            _move(staged_nb, failed / f"{run.name}.ipynb")
-        _write_json(failed / f"{run.name}.json", {
+            _place(staged_nb, failed / f"{run.name}.ipynb")
+        write_json(failed / f"{run.name}.json", {
             "run": run.name, "status": "failed", "error": error, "parameters": run.parameters,
             "seconds": seconds, **provenance()})
     shutil.rmtree(stage, ignore_errors=True)
@@ -259,23 +257,21 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
             "error": error, "accuracy": record.get("accuracy")}
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
+def _torch_threads(record: dict) -> int | None:
+    """The torch thread count a record was made with; ``None`` when it does not say."""
+    return ((record.get("machine") or {}).get("torch_threads")
+            or (record.get("derived") or {}).get("torch_threads"))
 
 
-def _move(src: Path, dst: Path) -> None:
-    """Move a file or folder ``src`` onto ``dst``, replacing it; a file atomically (copied to a
-    temporary beside ``dst``, then renamed)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def _place(src: Path, dst: Path) -> None:
+    """Copy a file or folder ``src`` onto ``dst``, replacing it atomically (the staging folder
+    it comes from is removed afterwards)."""
     if src.is_dir():
-        shutil.rmtree(dst, ignore_errors=True)
-        shutil.move(str(src), str(dst))
-        return
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        with atomic_dir(dst, overwrite=True) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+    else:
+        with atomic_write(dst) as f:
+            f.write(src.read_bytes())
 
 
 @dataclass
@@ -335,12 +331,10 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
               + (f"; records {'replaced (--force)' if force else 'left untouched'}, "
                  f"{len(missing)} without a record not run" if notebooks else ""))
     try:
-        futures = {}
-        for r in todo:
-            # a notebook re-created for a record uses the record's thread count, to match it
-            t = (recorded.get(r.name, {}).get("machine") or {}).get("torch_threads") or threads
-            futures[executor.submit(execute_run, r, threads=t, keep_record=keep,
-                                    cwd=prof.root)] = r
+        # a notebook re-created for a record uses the record's thread count, to match it
+        futures = [executor.submit(execute_run, r, keep_record=keep, cwd=prof.root,
+                                   threads=_torch_threads(recorded.get(r.name, {})) or threads)
+                   for r in todo]
         for fut in as_completed(futures):
             res = fut.result()
             if res["status"] == "ok":

@@ -109,11 +109,6 @@ def _total_steps(cfg: TinyConfig, n: int) -> dict[str, int]:
     return {name: max(1, round(epochs * max(1, n // bs))) for name, (epochs, bs) in phases.items()}
 
 
-def _save(obj, path: Path) -> None:
-    with atomic_write(path) as f:
-        torch.save(obj, f)
-
-
 class _Session:
     """One call of :func:`train_prior`: the models, the resumable state, the checkpoint."""
 
@@ -150,10 +145,11 @@ class _Session:
     def checkpoint(self) -> None:
         """Write models, optimiser (if in a phase), EMA and state atomically."""
         self.state["seconds"] = self.elapsed()
-        _save({"config_hash": self.cfg.hash(), "vae": self.vae.state_dict(),
-               "unet": self.unet.state_dict(), "ema": self.ema.state_dict(),
-               "opt": self.opt.state_dict() if self.opt is not None else None,
-               "state": self.state}, self.path)
+        with atomic_write(self.path) as f:
+            torch.save({"config_hash": self.cfg.hash(), "vae": self.vae.state_dict(),
+                        "unet": self.unet.state_dict(), "ema": self.ema.state_dict(),
+                        "opt": self.opt.state_dict() if self.opt is not None else None,
+                        "state": self.state}, f)
 
     def advance(self, started: float) -> None:
         """Close the current phase (begun at ``started``): count its time, checkpoint the next."""
@@ -219,7 +215,8 @@ class _Session:
             m = mean.double()
             var = (m**2).mean() + logvar.double().exp().mean() - m.mean() ** 2
             scale = float(1.0 / var.sqrt())
-            _save({"mean": mean, "logvar": logvar}, path)
+            with atomic_write(path) as f:
+                torch.save({"mean": mean, "logvar": logvar}, f)
             self.state.update(scaling_factor=scale,
                               clip_range=math.ceil(2 * float(mean.abs().max()) * scale) / 2)
             if self.state["phase"] == "latents":

@@ -240,7 +240,6 @@ def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: i
             _descend(loss, opt, sched)
             return loss
 
-        model.train()
         _epochs(step, len(train), batch_size, epochs, torch.Generator().manual_seed(seed),
                 f"teacher {arch} on {dataset}", progress)
     seconds = time.perf_counter() - start
@@ -363,7 +362,7 @@ class _StudentLoop:
                         else nn.Identity())
         self._compile(should_compile(compile, self.total_steps, self.batch, device))
         self.opt = self._optimizer(protocol.lr)
-        self.sched = None  # "step-reset": a fresh optimiser at a tenth of the lr, in run()
+        self.sched = None  # "step-reset": a fresh optimiser at a tenth of the lr, after_epoch()
         if protocol.schedule == "step":
             self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, [self.total_steps // 2],
                                                               gamma=0.1)
@@ -385,15 +384,15 @@ class _StudentLoop:
         return torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=self.p.weight_decay)
 
     def run(self, progress: bool) -> None:
-        p = self.p
+        """Train the (freshly built, so training-mode) student for the protocol's epochs."""
+        _epochs(self.step, len(self.x), self.batch, self.p.total_epochs, self.g,
+                f"student ({self.p.name})", progress, self.after_epoch)
 
-        def reset(epoch: int) -> None:
-            if p.schedule == "step-reset" and epoch == p.epochs // 2 + 1:
-                self.opt = self._optimizer(p.lr * 0.1)
-
-        self.net.train()
-        _epochs(self.step, len(self.x), self.batch, p.total_epochs, self.g,
-                f"student ({p.name})", progress, reset)
+    def after_epoch(self, epoch: int) -> None:
+        """``step-reset``: a fresh optimiser at a tenth of the lr after epoch
+        ``epochs // 2 + 1``."""
+        if self.p.schedule == "step-reset" and epoch == self.p.epochs // 2 + 1:
+            self.opt = self._optimizer(self.p.lr * 0.1)
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         """One optimiser step on the rows ``idx``; the first compiled step falls back to eager

@@ -415,6 +415,5 @@ def _resolve_prefix(path: Path) -> Path:
                 f"pass the file prefix instead")
         path = found[0]
     for suffix in ("-vae.safetensors", "-unet.safetensors", ".json"):
-        if path.name.endswith(suffix):
-            return path.with_name(path.name[: -len(suffix)])
+        path = path.with_name(path.name.removesuffix(suffix))
     return path

@@ -77,7 +77,7 @@ def resolve_config(data, config: TinyConfig | dict | None) -> TinyConfig:
     """The full :class:`TinyConfig` for ``data``: default, default with overrides, or as given."""
     cfg = config
     if not isinstance(cfg, TinyConfig):
-        default = default_config(data.name, None if data.name == "mnist" else data)
+        default = default_config(data.name, data)
         cfg = TinyConfig.from_dict({**default.to_dict(), **(config or {})})
     if tuple(cfg.image_shape) != tuple(data.image_shape) or cfg.num_classes != data.num_classes:
         raise InvalidParameter(

@@ -123,10 +123,9 @@ def dsa(x: torch.Tensor, strategy: str = "color_crop_cutout_scale_rotate", *,
         raise InvalidParameter(f"unknown DSA op(s) {unknown} in strategy {strategy!r}; ops: {DSA_OPS}")
     op = ops[int(torch.randint(len(ops), (1,), generator=generator))]
     n = x.shape[0]
-    draws = 1 if shared else n
 
     def rand(*shape):
-        u = torch.rand(draws, *shape, generator=generator)
+        u = torch.rand(1 if shared else n, *shape, generator=generator)
         return u.expand(n, *shape).to(x.device) if shared else u.to(x.device)
 
     if op == "color":

@@ -127,8 +127,7 @@ class ResNet18(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         blocks, cin = [], width
-        for i, mult in enumerate((1, 2, 4, 8)):
-            stride = 1 if i == 0 else 2
+        for mult, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
             blocks += [_BasicBlock(cin, width * mult, stride), _BasicBlock(width * mult, width * mult, 1)]
             cin = width * mult
         self.layers = nn.Sequential(*blocks)

@@ -119,11 +119,10 @@ class Protocol:
 
 
 # the accepted values of every field but ``name`` and ``augmentation`` (checked by hand)
-_BOOL = OneOf(True, False)
 _FIELDS = {"labels": OneOf("hard", "soft"), "optimizer": OneOf("sgd", "adamw"),
            "lr": Real(0, open_low=True), "momentum": Real(0, 1), "weight_decay": Real(0),
            "schedule": OneOf("step-reset", "step", "cosine"), "epochs": Int(1),
-           "extra_epoch": _BOOL, "batch_size": Int(1), "standardize": _BOOL, "cutmix": _BOOL,
+           "extra_epoch": bool, "batch_size": Int(1), "standardize": bool, "cutmix": bool,
            "temperature": Real(0, open_low=True)}
 
 _DC = Protocol("dc", "hard", "sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,

@@ -47,13 +47,9 @@ PRECISION = OneOf("auto", "bf16", "fp32")
 DEVICE = Optional | str | torch.device
 
 
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device) if device is not None else default_device()
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 @checked(precision=PRECISION, device=DEVICE)
@@ -61,7 +57,7 @@ def resolve_precision(precision: str = "auto", device: torch.device | str | None
     """``"auto"`` → ``"bf16"`` where bfloat16 is native (CPUs with AVX512-BF16/AMX, recent
     GPUs), else ``"fp32"``."""
     if precision == "auto":
-        device = _device(device)
+        device = default_device(device)
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
@@ -219,7 +215,7 @@ def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: i
     cfg = teacher_config(dataset, arch, epochs=epochs, batch_size=batch_size, lr=lr,
                          augment=augment, seed=seed, precision=precision)
     name = f"teacher-{_slug(dataset)}-{arch}-{config_hash(cfg)}"
-    device = _device(device)
+    device = default_device(device)
     for folder in (WEIGHTS_DIR, cache_dir("teachers")):
         if cache and (folder / f"{name}.safetensors").exists():
             return load_teacher(folder / f"{name}.safetensors", device=device)
@@ -235,17 +231,15 @@ def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: i
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs,
                                                     steps_per_epoch=steps_per_epoch)
-        aug = default_augmentation(train.image_shape) if augment else None
+        aug = default_augmentation(train.image_shape) if augment else nn.Identity()
 
         def step(idx: torch.Tensor) -> torch.Tensor:
-            x = train.images[idx].to(device)
-            x = x if aug is None else aug(x)
+            x = aug(train.images[idx].to(device))
             with autocast(precision, device):
                 loss = F.cross_entropy(model(x), train.labels[idx].to(device))
             _descend(loss, opt, sched)
             return loss
 
-        model.train()
         _epochs(step, len(train), batch_size, epochs, torch.Generator().manual_seed(seed),
                 f"teacher {arch} on {dataset}", progress)
     seconds = time.perf_counter() - start
@@ -311,7 +305,7 @@ def train_student(distilled: DistilledSet, protocol: str | Protocol | None = Non
     :class:`~pqlib.models.Standardized` wrapper when the protocol standardises inputs)
     """
     protocol = get_protocol(protocol or ("fkd" if teacher is not None else "dc")).replace(epochs=epochs)
-    device = _device(device)
+    device = default_device(device)
     precision = resolve_precision(precision, device)
     if (protocol.labels == "soft") != (teacher is not None):
         raise InvalidParameter(f"protocol {protocol.name!r} trains with {protocol.labels} labels: "
@@ -367,9 +361,8 @@ class _StudentLoop:
                         else functools.partial(dsa, strategy=strategy, generator=self.g) if strategy
                         else nn.Identity())
         self._compile(should_compile(compile, self.total_steps, self.batch, device))
-        self._compile_checked = False
         self.opt = self._optimizer(protocol.lr)
-        self.sched = None  # "step-reset": a fresh optimiser at a tenth of the lr, in run()
+        self.sched = None  # "step-reset": a fresh optimiser at a tenth of the lr, after_epoch()
         if protocol.schedule == "step":
             self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, [self.total_steps // 2],
                                                               gamma=0.1)
@@ -377,34 +370,34 @@ class _StudentLoop:
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, self.total_steps)
 
     def _compile(self, compiled: bool) -> None:
-        """Run the student (and teacher) forward through ``torch.compile`` or eagerly."""
+        """Run the student (and teacher) forward through ``torch.compile`` or eagerly;
+        ``compile_untried`` until a compiled step has run."""
         wrap = (lambda m: torch.compile(m, dynamic=False)) if compiled else (lambda m: m)
         self.forward = wrap(self.net)
         self.label = wrap(self.teacher.model) if self.teacher is not None else None
-        self.compiled = compiled
+        self.compiled = self.compile_untried = compiled
 
     def _optimizer(self, lr: float) -> torch.optim.Optimizer:
-        p = self.p
-        if p.optimizer == "sgd":
-            return torch.optim.SGD(self.net.parameters(), lr=lr, momentum=p.momentum,
-                                   weight_decay=p.weight_decay)
-        return torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=p.weight_decay)
+        if self.p.optimizer == "sgd":
+            return torch.optim.SGD(self.net.parameters(), lr=lr, momentum=self.p.momentum,
+                                   weight_decay=self.p.weight_decay)
+        return torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=self.p.weight_decay)
 
     def run(self, progress: bool) -> None:
-        p = self.p
+        """Train the (freshly built, so training-mode) student for the protocol's epochs."""
+        _epochs(self.step, len(self.x), self.batch, self.p.total_epochs, self.g,
+                f"student ({self.p.name})", progress, self.after_epoch)
 
-        def reset(epoch: int) -> None:
-            if p.schedule == "step-reset" and epoch == p.epochs // 2 + 1:
-                self.opt = self._optimizer(p.lr * 0.1)
-
-        self.net.train()
-        _epochs(self.step, len(self.x), self.batch, p.total_epochs, self.g,
-                f"student ({p.name})", progress, reset)
+    def after_epoch(self, epoch: int) -> None:
+        """``step-reset``: a fresh optimiser at a tenth of the lr after epoch
+        ``epochs // 2 + 1``."""
+        if self.p.schedule == "step-reset" and epoch == self.p.epochs // 2 + 1:
+            self.opt = self._optimizer(self.p.lr * 0.1)
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         """One optimiser step on the rows ``idx``; the first compiled step falls back to eager
         (same random draws) if compilation fails, e.g. without a working C++ compiler."""
-        if not self.compiled or self._compile_checked:
+        if not self.compile_untried:
             return self._step(idx)
         states = (self.g.get_state(), torch.get_rng_state())
         try:
@@ -416,7 +409,7 @@ class _StudentLoop:
             torch.set_rng_state(states[1])
             self._compile(False)
             return self._step(idx)
-        self._compile_checked = True
+        self.compile_untried = False
         return loss
 
     def _step(self, idx: torch.Tensor) -> torch.Tensor:

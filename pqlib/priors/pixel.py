@@ -28,8 +28,7 @@ class PixelPrior(Prior):
     def __init__(self, image_shape: Sequence[int], *, num_classes: int | None = None):
         if len(image_shape) != 3 or any(int(s) < 1 for s in image_shape):
             raise ValueError(f"image_shape={tuple(image_shape)} must be (C, H, W) with positive sizes")
-        self.image_shape = tuple(int(s) for s in image_shape)
-        self.latent_shape = self.image_shape
+        self.image_shape = self.latent_shape = tuple(int(s) for s in image_shape)
         self.num_classes = num_classes
         self.config = {"image_shape": list(self.image_shape), "num_classes": num_classes}
 

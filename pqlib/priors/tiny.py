@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from tqdm import tqdm
 
 from ..cache import atomic_write, config_hash
@@ -160,54 +162,44 @@ def default_config(dataset: str = "mnist", data=None) -> TinyConfig:
                       pad_to=8 * math.ceil(max(data.image_shape[1:]) / 8))  # VAE ÷4, UNet ÷2
 
 
-def _margins(cfg: TinyConfig) -> tuple[int, int, int, int, int]:
-    """``(top, left, h, w, pad_to)``: where the image sits in the padded square."""
+def _padding(cfg: TinyConfig) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)``: the margins of the image in the padded square."""
     (_, h, w), p = cfg.image_shape, cfg.pad_to
-    return (p - h) // 2, (p - w) // 2, h, w, p
+    return (p - w) // 2, p - w - (p - w) // 2, (p - h) // 2, p - h - (p - h) // 2
 
 
 def to_model_space(images: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
     """[0, 1] images ``(N, *cfg.image_shape)`` → zero-padded images of side ``pad_to`` in [-1, 1]."""
-    top, left, h, w, p = _margins(cfg)
-    return F.pad(images, (left, p - w - left, top, p - h - top)) * 2 - 1
+    return F.pad(images, _padding(cfg)) * 2 - 1
 
 
 def to_image_space(x: torch.Tensor, cfg: TinyConfig) -> torch.Tensor:
-    """Inverse of :func:`to_model_space`: crop to ``cfg.image_shape``, map to [0, 1] (clamped)."""
-    top, left, h, w, _ = _margins(cfg)
-    return ((x[..., top : top + h, left : left + w] + 1) / 2).clamp(0, 1)
+    """Inverse of :func:`to_model_space`: crop to ``cfg.image_shape`` (padding by minus the
+    margins), map to [0, 1] (clamped)."""
+    return ((F.pad(x, [-m for m in _padding(cfg)]) + 1) / 2).clamp(0, 1)
 
 
-def build_vae(cfg: TinyConfig, scaling_factor: float = 1.0):
-    from diffusers import AutoencoderKL
-
-    n = len(cfg.vae_channels)
-    return AutoencoderKL(
-        in_channels=cfg.image_shape[0], out_channels=cfg.image_shape[0],
-        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=tuple(cfg.vae_channels), layers_per_block=cfg.vae_layers_per_block,
-        latent_channels=cfg.latent_channels, norm_num_groups=cfg.vae_norm_groups,
-        sample_size=cfg.pad_to, scaling_factor=float(scaling_factor))
-
-
-def build_unet(cfg: TinyConfig):
-    from diffusers import UNet2DModel
-
-    n = len(cfg.unet_channels)
-    return UNet2DModel(
-        sample_size=cfg.latent_shape[1], in_channels=cfg.latent_channels,
-        out_channels=cfg.latent_channels, block_out_channels=tuple(cfg.unet_channels),
-        layers_per_block=cfg.unet_layers_per_block, norm_num_groups=cfg.unet_norm_groups,
-        down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
-        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
-        num_class_embeds=cfg.num_classes + 1)
-
-
-def build_models(cfg: TinyConfig, *, seed: int, scaling_factor: float = 1.0):
+def build_models(cfg: TinyConfig, *, seed: int = 0, scaling_factor: float = 1.0):
     """``(vae, unet)`` with weights initialised from ``seed`` (the global RNG is left as it was)."""
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    n, m = len(cfg.vae_channels), len(cfg.unet_channels)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return build_vae(cfg, scaling_factor), build_unet(cfg)
+        vae = AutoencoderKL(
+            in_channels=cfg.image_shape[0], out_channels=cfg.image_shape[0],
+            down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=tuple(cfg.vae_channels), layers_per_block=cfg.vae_layers_per_block,
+            latent_channels=cfg.latent_channels, norm_num_groups=cfg.vae_norm_groups,
+            sample_size=cfg.pad_to, scaling_factor=float(scaling_factor))
+        unet = UNet2DModel(
+            sample_size=cfg.latent_shape[1], in_channels=cfg.latent_channels,
+            out_channels=cfg.latent_channels, block_out_channels=tuple(cfg.unet_channels),
+            layers_per_block=cfg.unet_layers_per_block, norm_num_groups=cfg.unet_norm_groups,
+            down_block_types=("DownBlock2D",) * (m - 1) + ("AttnDownBlock2D",),
+            up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (m - 1),
+            num_class_embeds=cfg.num_classes + 1)
+    return vae, unet
 
 
 def build_scheduler(cfg: TinyConfig, clip_range: float):
@@ -364,8 +356,6 @@ class TinyLatentDiffusion(Prior):
     def save(self, prefix: str | Path, *, dtype: torch.dtype = torch.float16) -> list[Path]:
         """Write ``<prefix>-{vae,unet}.safetensors`` (``dtype``, atomically), each with the config,
         scaling factor and clip range in its metadata, so that :meth:`load` rebuilds the prior."""
-        from safetensors.torch import save as st_save
-
         meta = {"pqlib_prior": json.dumps({
             "kind": "tiny-ldm", "config": self.config, "config_hash": config_hash(self.config),
             "scaling_factor": self.scaling_factor, "clip_range": self.clip_range,
@@ -374,7 +364,7 @@ class TinyLatentDiffusion(Prior):
         for path, module in zip(paths, (self.vae, self.unet)):
             state = {k: v.detach().to(dtype).contiguous() for k, v in module.state_dict().items()}
             with atomic_write(path) as f:
-                f.write(st_save(state, metadata=meta))
+                f.write(save(state, metadata=meta))
         return paths
 
     @classmethod
@@ -382,8 +372,6 @@ class TinyLatentDiffusion(Prior):
         """Load a prior written by :meth:`save` (weights cast to float32) from ``prefix``, the path
         without ``-{vae,unet}.safetensors``, or a folder holding exactly one such pair. With
         ``expect_hash`` the stored config hash must match."""
-        from safetensors import SafetensorError, safe_open
-
         prefix = _resolve_prefix(Path(prefix))
         files = [Path(f"{prefix}-{part}.safetensors") for part in ("vae", "unet")]
         missing = [str(p) for p in files if not p.is_file()]
@@ -410,7 +398,7 @@ class TinyLatentDiffusion(Prior):
         if expect_hash is not None and vae_info["config_hash"] != expect_hash:
             raise ValueError(f"prior {str(prefix)!r} has config hash {vae_info['config_hash']} but "
                              f"{expect_hash} was expected; retrain with `pqlib train-prior`")
-        vae, unet = build_vae(config, vae_info["scaling_factor"]), build_unet(config)
+        vae, unet = build_models(config, scaling_factor=vae_info["scaling_factor"])
         for module, state in zip((vae, unet), states):
             module.load_state_dict(state)
         json_path = Path(f"{prefix}.json")
@@ -427,6 +415,5 @@ def _resolve_prefix(path: Path) -> Path:
                 f"pass the file prefix instead")
         path = found[0]
     for suffix in ("-vae.safetensors", "-unet.safetensors", ".json"):
-        if path.name.endswith(suffix):
-            return path.with_name(path.name[: -len(suffix)])
+        path = path.with_name(path.name.removesuffix(suffix))
     return path

@@ -77,7 +77,7 @@ def resolve_config(data, config: TinyConfig | dict | None) -> TinyConfig:
     """The full :class:`TinyConfig` for ``data``: default, default with overrides, or as given."""
     cfg = config
     if not isinstance(cfg, TinyConfig):
-        default = default_config(data.name, None if data.name == "mnist" else data)
+        default = default_config(data.name, data)
         cfg = TinyConfig.from_dict({**default.to_dict(), **(config or {})})
     if tuple(cfg.image_shape) != tuple(data.image_shape) or cfg.num_classes != data.num_classes:
         raise InvalidParameter(
@@ -107,11 +107,6 @@ def _total_steps(cfg: TinyConfig, n: int) -> dict[str, int]:
     phases = {"vae": (cfg.vae_epochs, cfg.vae_batch_size),
               "unet": (cfg.unet_epochs, cfg.unet_batch_size)}
     return {name: max(1, round(epochs * max(1, n // bs))) for name, (epochs, bs) in phases.items()}
-
-
-def _save(obj, path: Path) -> None:
-    with atomic_write(path) as f:
-        torch.save(obj, f)
 
 
 class _Session:
@@ -150,10 +145,11 @@ class _Session:
     def checkpoint(self) -> None:
         """Write models, optimiser (if in a phase), EMA and state atomically."""
         self.state["seconds"] = self.elapsed()
-        _save({"config_hash": self.cfg.hash(), "vae": self.vae.state_dict(),
-               "unet": self.unet.state_dict(), "ema": self.ema.state_dict(),
-               "opt": self.opt.state_dict() if self.opt is not None else None,
-               "state": self.state}, self.path)
+        with atomic_write(self.path) as f:
+            torch.save({"config_hash": self.cfg.hash(), "vae": self.vae.state_dict(),
+                        "unet": self.unet.state_dict(), "ema": self.ema.state_dict(),
+                        "opt": self.opt.state_dict() if self.opt is not None else None,
+                        "state": self.state}, f)
 
     def advance(self, started: float) -> None:
         """Close the current phase (begun at ``started``): count its time, checkpoint the next."""
@@ -219,7 +215,8 @@ class _Session:
             m = mean.double()
             var = (m**2).mean() + logvar.double().exp().mean() - m.mean() ** 2
             scale = float(1.0 / var.sqrt())
-            _save({"mean": mean, "logvar": logvar}, path)
+            with atomic_write(path) as f:
+                torch.save({"mean": mean, "logvar": logvar}, f)
             self.state.update(scaling_factor=scale,
                               clip_range=math.ceil(2 * float(mean.abs().max()) * scale) / 2)
             if self.state["phase"] == "latents":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -151,9 +152,12 @@ def checked(**constraints):
 
 
 def check_matrix(x, name: str = "x") -> torch.Tensor:
-    """A finite, non-empty floating ``(n_samples, d)`` tensor (numpy arrays are converted)."""
+    """A finite, non-empty floating ``(n_samples, d)`` tensor (a numpy array, which may be
+    memory-mapped, is read through a tensor that shares its memory)."""
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+        with warnings.catch_warnings():  # a read-only array (a memory map) is only read
+            warnings.simplefilter("ignore", UserWarning)
+            x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise InvalidData(f"{name} must be a torch.Tensor of shape (n_samples, d), "
                           f"got {type(x).__name__}")

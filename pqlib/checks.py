@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 __all__ = ["InvalidParameter", "InvalidData", "CorruptFile", "checked", "Int", "Real",
-           "OneOf", "Tensor", "Callable", "Optional", "check_matrix"]
+           "OneOf", "Tensor", "Callable", "Optional", "check_matrix", "check_matrices"]
 
 
 class InvalidParameter(ValueError, TypeError):
@@ -145,7 +145,6 @@ def checked(**constraints):
                     check(name, bound.arguments[name], c, where=fn.__name__)
             return fn(*args, **kwargs)
 
-        call.constraints = constraints
         return call
 
     return wrap
@@ -170,6 +169,15 @@ def check_matrix(x, name: str = "x") -> torch.Tensor:
         raise InvalidData(f"{name} is empty: shape {tuple(x.shape)}")
     check_finite(x, name)
     return x
+
+
+def check_matrices(x, y, names: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`check_matrix` of ``x`` and ``y``, which must have the same number of columns."""
+    x, y = check_matrix(x, names[0]), check_matrix(y, names[1])
+    if x.shape[1] != y.shape[1]:
+        raise InvalidData(f"dimension mismatch: {names[0]} has shape {tuple(x.shape)} but "
+                          f"{names[1]} has shape {tuple(y.shape)}")
+    return x, y
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:

@@ -17,6 +17,7 @@ from ..checks import (
     Real,
     Tensor,
     check,
+    check_matrices,
     check_matrix,
     checked,
 )
@@ -247,10 +248,7 @@ def assign(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     labels : int64 tensor of shape (n_samples,)
         Ties go to the lowest index.
     """
-    x, points = check_matrix(x), check_matrix(points, "points")
-    if points.shape[1] != x.shape[1]:
-        raise InvalidData(f"dimension mismatch: x has shape {tuple(x.shape)} but points has "
-                          f"shape {tuple(points.shape)}")
+    x, points = check_matrices(x, points, ("x", "points"))
     lloyd = Lloyd(x, points.shape[0])
     lloyd.assign(points.to(dtype=x.dtype, device=x.device))
     return lloyd.labels

@@ -16,7 +16,6 @@ from ..checks import (
     Optional,
     Real,
     Tensor,
-    check,
     check_matrices,
     check_matrix,
     checked,
@@ -24,8 +23,6 @@ from ..checks import (
 from .lloyd import Lloyd
 from .online import ArraySource, StreamSource, first_rows, learn
 from .seeding import kmeans_plus_plus, random_rows
-
-WEIGHT_SOURCES = ("exact-pass", "win-counts")
 
 
 @dataclass(frozen=True)
@@ -69,9 +66,6 @@ class Quantizer:
     weight_source: str
     iterations: int
     converged: bool
-
-    def __post_init__(self):
-        check("weight_source", self.weight_source, OneOf(*WEIGHT_SOURCES), where="Quantizer")
 
     @property
     def k(self) -> int:

@@ -150,19 +150,17 @@ def image_grid(distilled, *, max_per_class: int = 10, size: float = 0.9, weights
     """
     import matplotlib.pyplot as plt
 
-    classes = list(distilled.classes)
-    per_class = [np.flatnonzero(distilled.labels.numpy() == c)[:max_per_class] for c in range(len(classes))]
+    classes = distilled.classes
+    per_class = [np.flatnonzero(distilled.labels.numpy() == c)[:max_per_class]
+                 for c in range(len(classes))]
     rows = max(1, max(len(p) for p in per_class))
     fig, axes = plt.subplots(rows, len(classes), figsize=(size * len(classes), size * rows * 1.15),
                              squeeze=False)
     for c, idx in enumerate(per_class):
-        for r in range(rows):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
+        for r, ax in enumerate(axes[:, c]):
+            ax.set(xticks=[], yticks=[])
             ax.grid(False)
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            ax.spines[:].set_visible(False)
             if r >= len(idx):
                 continue
             img = distilled.images[idx[r]].permute(1, 2, 0).numpy()
@@ -224,8 +222,7 @@ def pipeline(steps: list[str], *, title: str = "", highlight: tuple[int, ...] = 
         if i < n - 1:
             ax.annotate("", xy=(i + 1.08, 0.5), xytext=(i + 0.92, 0.5),
                         arrowprops={"arrowstyle": "->", "color": "0.3", "linewidth": 1.2})
-    if title:
-        ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 

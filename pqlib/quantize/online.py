@@ -36,8 +36,7 @@ class ArraySource:
     def batches(self) -> Batches:
         for p in itertools.count():
             perm = torch.randperm(self.n, generator=self.gen)
-            for s in range(0, self.n, self.batch_size):
-                idx = perm[s : s + self.batch_size]
+            for idx in perm.split(self.batch_size):
                 if self.from_numpy:
                     idx = idx.sort().values
                 yield p, self.data[idx.to(self.data.device)]
@@ -68,8 +67,7 @@ class StreamSource:
             elif b.shape[1] != self.d:
                 raise InvalidData(f"dimension mismatch: batch {i} has shape {tuple(b.shape)} "
                                   f"but earlier batches have d={self.d}")
-            for s in range(0, b.shape[0], self.batch_size):
-                yield b[s : s + self.batch_size]
+            yield from b.split(self.batch_size)
 
     def batches(self) -> Batches:
         for p in itertools.count():

@@ -251,12 +251,10 @@ def show_run(variant: str, ipc: int, *, seed: int = 0, root=None, max_per_class:
     record, folder = found
     fig = image_grid(DistilledSet.load(folder), max_per_class=max_per_class)
     plt.show()
-    w2 = record.get("w2")
-    if w2:
+    if w2 := record.get("w2"):
         print(f"W2 in the method's {w2.get('space', '')} space: {w2['weighted']:.4f} with the "
               f"weights, {w2['uniform']:.4f} uniform ({w2['reduction_pct']:.1f} % lower)")
-    fw2 = record.get("feature_w2") or {}
-    if fw2:
+    if fw2 := record.get("feature_w2"):
         print(f"W2 in teacher feature space: {fw2['weighted']:.3f} (weighted), {fw2['uniform']:.3f} (uniform)")
     acc = ", ".join(f"{k} labels {v:.2f} %" for k, v in (record.get("accuracy") or {}).items())
     print(f"student test accuracy: {acc}")

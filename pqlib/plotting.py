@@ -154,7 +154,7 @@ def image_grid(distilled, *, max_per_class: int = 10, size: float = 0.9, weights
                  for c in range(len(classes))]
     rows = max(1, max(len(p) for p in per_class))
     fig, axes = plt.subplots(rows, len(classes), figsize=(size * len(classes), size * rows * 1.15),
-                             squeeze=False)
+                             squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.35})
     for c, idx in enumerate(per_class):
         for r, ax in enumerate(axes[:, c]):
             ax.set(xticks=[], yticks=[])
@@ -168,7 +168,6 @@ def image_grid(distilled, *, max_per_class: int = 10, size: float = 0.9, weights
                 ax.set_xlabel(f"{float(distilled.weights[idx[r]]):.2f}", fontsize=7, labelpad=1)
             if r == 0:
                 ax.set_title(str(classes[c]), fontsize=9)
-    fig.subplots_adjust(wspace=0.05, hspace=0.35)
     return fig
 
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = ["InvalidParameter", "InvalidData", "CorruptFile", "checked", "Int", "Real",
-           "OneOf", "Tensor", "Callable", "Optional", "check_matrix"]
+           "OneOf", "Tensor", "Callable", "Optional", "check_matrix", "check_matrices"]
 
 
 class InvalidParameter(ValueError, TypeError):
@@ -144,16 +145,18 @@ def checked(**constraints):
                     check(name, bound.arguments[name], c, where=fn.__name__)
             return fn(*args, **kwargs)
 
-        call.constraints = constraints
         return call
 
     return wrap
 
 
 def check_matrix(x, name: str = "x") -> torch.Tensor:
-    """A finite, non-empty floating ``(n_samples, d)`` tensor (numpy arrays are converted)."""
+    """A finite, non-empty floating ``(n_samples, d)`` tensor (a numpy array, which may be
+    memory-mapped, is read through a tensor that shares its memory)."""
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+        with warnings.catch_warnings():  # a read-only array (a memory map) is only read
+            warnings.simplefilter("ignore", UserWarning)
+            x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise InvalidData(f"{name} must be a torch.Tensor of shape (n_samples, d), "
                           f"got {type(x).__name__}")
@@ -166,6 +169,15 @@ def check_matrix(x, name: str = "x") -> torch.Tensor:
         raise InvalidData(f"{name} is empty: shape {tuple(x.shape)}")
     check_finite(x, name)
     return x
+
+
+def check_matrices(x, y, names: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`check_matrix` of ``x`` and ``y``, which must have the same number of columns."""
+    x, y = check_matrix(x, names[0]), check_matrix(y, names[1])
+    if x.shape[1] != y.shape[1]:
+        raise InvalidData(f"dimension mismatch: {names[0]} has shape {tuple(x.shape)} but "
+                          f"{names[1]} has shape {tuple(y.shape)}")
+    return x, y
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:

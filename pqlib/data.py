@@ -29,7 +29,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -131,7 +131,9 @@ def load(name: str, split: str = "train", *, resize: int | None = None) -> Image
     else:
         raise InvalidParameter(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if resize is not None and kind != "imagefolder" and out.images.shape[-1] != resize:
-        out = ImageSet(_resize(out.images, resize), out.labels, out.classes, out.name)
+        out = replace(out, images=torch.nn.functional.interpolate(
+            out.images, size=(resize, resize), mode="bilinear", antialias=True,
+            align_corners=False).clamp_(0, 1))
     empty = [cls for cls, count in zip(out.classes, out.class_counts()) if count == 0]
     if empty:
         raise InvalidData(f"dataset {name!r}: classes {empty} have no images; remove their "
@@ -164,11 +166,6 @@ def _existing_dir(path: str, name: str) -> Path:
     if not p.is_dir():
         raise FileNotFoundError(f"dataset {name!r}: folder {str(p)!r} does not exist")
     return p
-
-
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
-                                           antialias=True, align_corners=False).clamp_(0, 1)
 
 
 # --- MNIST and scikit-learn digits ------------------------------------------------------

@@ -39,8 +39,7 @@ def normalise_class_weights(weights: torch.Tensor, labels: torch.Tensor, num_cla
     if (sums[labels] <= 0).any():
         bad = sorted(set(labels[sums[labels] <= 0].tolist()))
         raise ValueError(f"classes {bad} have total weight 0; give each class a positive weight")
-    present = torch.bincount(labels, minlength=num_classes) > 0
-    if torch.allclose(sums[present], torch.ones_like(sums[present]), rtol=0, atol=1e-6):
+    if torch.allclose(sums[labels], torch.ones_like(w), rtol=0, atol=1e-6):
         return weights.to(torch.float32)
     return (w / sums[labels]).to(torch.float32)
 
@@ -84,10 +83,6 @@ class DistilledSet:
 
     def __len__(self) -> int:
         return self.images.shape[0]
-
-    @property
-    def ipc(self) -> int:
-        return int(torch.bincount(self.labels).max())
 
     @property
     def meta(self) -> dict:
@@ -137,12 +132,9 @@ class DistilledSet:
             t = load_file(str(tensors_path))
             meta = json.loads(meta_path.read_text())
             classes = tuple(meta.pop("classes"))
-            report = DistillReport.from_dict(meta)
-            missing = {"images", "labels", "weights"} - set(t)
-            if missing:
-                raise ValueError(f"it lacks the tensors {sorted(missing)}")
+            return cls(t["images"], t["labels"], t["weights"], classes,
+                       DistillReport.from_dict(meta))
         except Exception as err:  # SafetensorError, JSONDecodeError, KeyError, ValueError
             raise ValueError(
                 f"{str(directory)!r} holds a corrupt distilled set ({type(err).__name__}: {err}); "
                 "write it again with `pqlib distill --force` or DistilledSet.save") from None
-        return cls(t["images"], t["labels"], t["weights"], classes, report)

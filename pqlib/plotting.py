@@ -67,7 +67,7 @@ def accuracy_vs_ipc(df, *, order=None, anchors=None):
     ticks = sorted(set(df.ipc) | ({1, 10, 50} if anchors is not None else set()))
     shifted = df.assign(variant=df.variant.map(names), ipc=df.ipc * df.variant.map(
         {v: 1.05 ** (i - (len(names) - 1) / 2) for i, v in enumerate(names)}))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), layout="tight")
     for (method, row), marker in zip(anchors.iterrows() if anchors is not None else (), "sPX*Dv"):
         mean, sd = zip(*(map(float, cell.split(" ± ")) for cell in row))
         axes[1].errorbar([int(c.split()[1]) for c in row.index], mean, sd, marker=marker, linestyle="none",
@@ -78,7 +78,6 @@ def accuracy_vs_ipc(df, *, order=None, anchors=None):
         ax.set(xscale="log", xticks=ticks, xticklabels=ticks, xlabel="images per class (log scale)", ylabel=f"test accuracy (%), {kind} labels")
         ax.xaxis.set_minor_locator(NullLocator())
         ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
     return fig
 
 
@@ -90,7 +89,8 @@ def paired_differences(diffs):
     import seaborn as sns
 
     rows = {(r.A, r.B, r.ipc): f"{r.A} − {r.B} · IPC {r.ipc} (n = {r.n})" for r in diffs.drop_duplicates(["A", "B", "ipc"]).itertuples()}
-    fig, axes = plt.subplots(1, diffs["labels"].nunique(), figsize=(11, 1.3 + 0.3 * len(rows)), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, diffs["labels"].nunique(), figsize=(11, 1.3 + 0.3 * len(rows)),
+                             sharey=True, squeeze=False, layout="tight")
     for ax, (kind, sub) in zip(axes[0], diffs.groupby("labels", sort=False)):
         y = [list(rows).index(key) for key in zip(sub.A, sub.B, sub.ipc)]
         ax.errorbar(sub["diff"], y, xerr=sub.hi - sub["diff"], fmt="none", ecolor="0.35", capsize=3)
@@ -98,7 +98,6 @@ def paired_differences(diffs):
         ax.axvline(0, color="0.3", linewidth=1)
         ax.set(title=f"{kind} labels", xlabel="A − B, test accuracy (points), 95 % interval", yticks=range(len(rows)),
                yticklabels=rows.values(), ylim=(len(rows) - 0.5, -0.5))
-    fig.tight_layout()
     return fig
 
 
@@ -150,19 +149,17 @@ def image_grid(distilled, *, max_per_class: int = 10, size: float = 0.9, weights
     """
     import matplotlib.pyplot as plt
 
-    classes = list(distilled.classes)
-    per_class = [np.flatnonzero(distilled.labels.numpy() == c)[:max_per_class] for c in range(len(classes))]
+    classes = distilled.classes
+    per_class = [np.flatnonzero(distilled.labels.numpy() == c)[:max_per_class]
+                 for c in range(len(classes))]
     rows = max(1, max(len(p) for p in per_class))
     fig, axes = plt.subplots(rows, len(classes), figsize=(size * len(classes), size * rows * 1.15),
-                             squeeze=False)
+                             squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.35})
     for c, idx in enumerate(per_class):
-        for r in range(rows):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
+        for r, ax in enumerate(axes[:, c]):
+            ax.set(xticks=[], yticks=[])
             ax.grid(False)
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            ax.spines[:].set_visible(False)
             if r >= len(idx):
                 continue
             img = distilled.images[idx[r]].permute(1, 2, 0).numpy()
@@ -171,7 +168,6 @@ def image_grid(distilled, *, max_per_class: int = 10, size: float = 0.9, weights
                 ax.set_xlabel(f"{float(distilled.weights[idx[r]]):.2f}", fontsize=7, labelpad=1)
             if r == 0:
                 ax.set_title(str(classes[c]), fontsize=9)
-    fig.subplots_adjust(wspace=0.05, hspace=0.35)
     return fig
 
 
@@ -186,12 +182,11 @@ def w2_per_class(w2, *, classes, title: str = ""):
     weighted = np.asarray(w2.per_class_weighted, dtype=float)
     uniform = np.asarray(w2.per_class_uniform, dtype=float)
     x = np.arange(len(weighted))
-    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    fig, ax = plt.subplots(figsize=(6.4, 3.0), layout="tight")
     ax.bar(x - 0.2, uniform, width=0.4, label=f"uniform weights (mean {uniform.mean():.3f})")
     ax.bar(x + 0.2, weighted, width=0.4, label=f"the set's weights (mean {weighted.mean():.3f})")
     ax.set(xticks=x, xticklabels=[str(c) for c in list(classes)[: len(x)]], xlabel="class", ylabel="$W_2$", title=title)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
     return fig
 
 
@@ -213,7 +208,7 @@ def pipeline(steps: list[str], *, title: str = "", highlight: tuple[int, ...] = 
 
     colors = sns.color_palette("colorblind")
     n = len(steps)
-    fig, ax = plt.subplots(figsize=(1.55 * n + 0.4, 1.5))
+    fig, ax = plt.subplots(figsize=(1.55 * n + 0.4, 1.5), layout="tight")
     ax.set(xlim=(0, n), ylim=(0, 1))
     ax.axis("off")
     for i, text in enumerate(steps):
@@ -224,9 +219,7 @@ def pipeline(steps: list[str], *, title: str = "", highlight: tuple[int, ...] = 
         if i < n - 1:
             ax.annotate("", xy=(i + 1.08, 0.5), xytext=(i + 0.92, 0.5),
                         arrowprops={"arrowstyle": "->", "color": "0.3", "linewidth": 1.2})
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -254,12 +247,10 @@ def show_run(variant: str, ipc: int, *, seed: int = 0, root=None, max_per_class:
     record, folder = found
     fig = image_grid(DistilledSet.load(folder), max_per_class=max_per_class)
     plt.show()
-    w2 = record.get("w2")
-    if w2:
+    if w2 := record.get("w2"):
         print(f"W2 in the method's {w2.get('space', '')} space: {w2['weighted']:.4f} with the "
               f"weights, {w2['uniform']:.4f} uniform ({w2['reduction_pct']:.1f} % lower)")
-    fw2 = record.get("feature_w2") or {}
-    if fw2:
+    if fw2 := record.get("feature_w2"):
         print(f"W2 in teacher feature space: {fw2['weighted']:.3f} (weighted), {fw2['uniform']:.3f} (uniform)")
     acc = ", ".join(f"{k} labels {v:.2f} %" for k, v in (record.get("accuracy") or {}).items())
     print(f"student test accuracy: {acc}")

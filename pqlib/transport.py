@@ -25,7 +25,17 @@ import numpy as np
 import ot
 import torch
 
-from .checks import Int, InvalidData, InvalidParameter, OneOf, Optional, Real, check_matrix, checked
+from .checks import (
+    Int,
+    InvalidData,
+    InvalidParameter,
+    OneOf,
+    Optional,
+    Real,
+    check_matrices,
+    check_matrix,
+    checked,
+)
 from .quantize.seeding import kmeans_plus_plus
 
 __all__ = ["wasserstein2", "barycenter", "Barycenter"]
@@ -53,8 +63,7 @@ class Barycenter:
     history: tuple[float, ...]
 
     def __iter__(self):
-        yield self.points
-        yield self.weights
+        return iter((self.points, self.weights))
 
 
 @checked(method=OneOf("exact", "sinkhorn"), reg=Real(0, open_low=True) | Optional,
@@ -107,7 +116,7 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None
     >>> wasserstein2(x, torch.zeros(1, 1), squared=True)
     1.0
     """
-    x, y = _check_clouds(x, y)
+    x, y = check_matrices(x, y, ("x", "y"))
     a_np, b_np = _check_masses(a, x.shape[0], "a"), _check_masses(b, y.shape[0], "b")
     if method == "exact" and reg is not None:
         raise InvalidParameter(f"reg={reg!r} is only used with method='sinkhorn'")
@@ -213,14 +222,6 @@ def _np64(t: torch.Tensor) -> np.ndarray:
 def _like(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """The POT → torch hop: a tensor in ``like``'s dtype and device."""
     return torch.as_tensor(np.ascontiguousarray(arr)).to(dtype=like.dtype, device=like.device)
-
-
-def _check_clouds(x, y) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = check_matrix(x, "x"), check_matrix(y, "y")
-    if x.shape[1] != y.shape[1]:
-        raise InvalidData(f"dimension mismatch: x has shape {tuple(x.shape)} but y has shape "
-                          f"{tuple(y.shape)}")
-    return x, y
 
 
 def _check_masses(w, n: int, name: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from ..train import Teacher, train_teacher
 
 __all__ = ["resolve_teacher", "features", "cached_features", "feature_w2", "selection", "resolve_prior",
            "encoded_latents", "fingerprint", "cached", "class_indices", "random_per_class",
-           "as_found", "Stages"]
+           "select_per_class", "as_found", "Stages"]
 
 
 def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: bool = True) -> Teacher:
@@ -75,6 +75,17 @@ def selection(data: ImageSet, index: torch.Tensor, **report) -> DistilledSet:
     return DistilledSet(data.images[index].clone(), data.labels[index].clone(),
                         torch.ones(len(index)), data.classes,
                         DistillReport(train_indices=index.tolist(), **report))
+
+
+def select_per_class(data: ImageSet, teacher: Teacher | str | None, pick, *,
+                     progress: bool = True) -> DistilledSet:
+    """The real images that ``pick`` chooses in each class from their teacher features:
+    ``pick(feats)``, feats (n_c, D), returns indices into the class. ``teacher`` as in
+    :func:`resolve_teacher`; the report names it."""
+    teacher = resolve_teacher(teacher, data, progress=progress)
+    feats = cached_features(teacher, data)
+    chosen = [idx[pick(feats[idx])] for idx in class_indices(data)]
+    return selection(data, torch.cat(chosen), teacher=teacher.id)
 
 
 class Stages:

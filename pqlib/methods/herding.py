@@ -11,7 +11,7 @@ import torch
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..train import Teacher
-from .common import cached_features, class_indices, resolve_teacher, selection
+from .common import select_per_class
 from .registry import register
 
 
@@ -20,14 +20,12 @@ def herd(feats: torch.Tensor, k: int) -> torch.Tensor:
     feats = feats.double()
     mu = feats.mean(0)
     total = torch.zeros_like(mu)
-    available = torch.ones(len(feats), dtype=torch.bool)
     chosen = []
     for t in range(k):
         dist = ((mu - (total + feats) / (t + 1)) ** 2).sum(1)
-        dist[~available] = float("inf")
+        dist[chosen] = float("inf")
         i = int(dist.argmin())
         chosen.append(i)
-        available[i] = False
         total += feats[i]
     return torch.tensor(chosen, dtype=torch.int64)
 
@@ -39,7 +37,4 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
 
     Deterministic given the teacher; ``seed`` is recorded but unused.
     """
-    teacher = resolve_teacher(teacher, data, progress=progress)
-    feats = cached_features(teacher, data)
-    chosen = [idx[herd(feats[idx], ipc)] for idx in class_indices(data)]
-    return selection(data, torch.cat(chosen), teacher=teacher.id)
+    return select_per_class(data, teacher, lambda feats: herd(feats, ipc), progress=progress)

@@ -11,7 +11,7 @@ import torch
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..train import Teacher
-from .common import cached_features, class_indices, resolve_teacher, selection
+from .common import select_per_class
 from .registry import register
 
 
@@ -32,8 +32,6 @@ def greedy_kcenter(feats: torch.Tensor, k: int, *, generator: torch.Generator) -
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str | None = None,
             progress: bool = True) -> DistilledSet:
     """Greedy k-center per class on ``teacher`` features; ``seed`` picks the first center."""
-    teacher = resolve_teacher(teacher, data, progress=progress)
-    feats = cached_features(teacher, data)
     g = torch.Generator().manual_seed(seed)
-    chosen = [idx[greedy_kcenter(feats[idx], ipc, generator=g)] for idx in class_indices(data)]
-    return selection(data, torch.cat(chosen), teacher=teacher.id)
+    return select_per_class(data, teacher, lambda feats: greedy_kcenter(feats, ipc, generator=g),
+                            progress=progress)

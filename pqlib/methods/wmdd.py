@@ -213,7 +213,8 @@ def synthesize(teacher: Teacher, start: torch.Tensor, targets: torch.Tensor,
             for c in range(num_classes):
                 rows = slice(c * ipc, (c + 1) * ipc)
                 for t, (mu, var) in zip(rec.inputs, class_stats[c]):
-                    m, v = _bn_moments(t[rows].float())
+                    a = t[rows].float()
+                    m, v = a.mean((0, 2, 3)), a.var((0, 2, 3), unbiased=False)
                     bn_loss = bn_loss + ((m - mu) ** 2).sum() + ((v - var) ** 2).sum()
             loss = feature_loss + bn_weight * bn_loss / num_classes
             opt.zero_grad(set_to_none=True)
@@ -224,7 +225,3 @@ def synthesize(teacher: Teacher, start: torch.Tensor, targets: torch.Tensor,
                 syn.clamp_(0, 1)
             history.append((loss.item(), feature_loss.item(), bn_loss.item()))
     return syn.detach(), history
-
-
-def _bn_moments(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return t.mean((0, 2, 3)), t.var((0, 2, 3), unbiased=False)

@@ -16,15 +16,13 @@ from ..checks import (
     Optional,
     Real,
     Tensor,
-    check,
+    check_matrices,
     check_matrix,
     checked,
 )
 from .lloyd import Lloyd
 from .online import ArraySource, StreamSource, first_rows, learn
 from .seeding import kmeans_plus_plus, random_rows
-
-WEIGHT_SOURCES = ("exact-pass", "win-counts")
 
 
 @dataclass(frozen=True)
@@ -68,9 +66,6 @@ class Quantizer:
     weight_source: str
     iterations: int
     converged: bool
-
-    def __post_init__(self):
-        check("weight_source", self.weight_source, OneOf(*WEIGHT_SOURCES), where="Quantizer")
 
     @property
     def k(self) -> int:
@@ -247,10 +242,7 @@ def assign(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     labels : int64 tensor of shape (n_samples,)
         Ties go to the lowest index.
     """
-    x, points = check_matrix(x), check_matrix(points, "points")
-    if points.shape[1] != x.shape[1]:
-        raise InvalidData(f"dimension mismatch: x has shape {tuple(x.shape)} but points has "
-                          f"shape {tuple(points.shape)}")
+    x, points = check_matrices(x, points, ("x", "points"))
     lloyd = Lloyd(x, points.shape[0])
     lloyd.assign(points.to(dtype=x.dtype, device=x.device))
     return lloyd.labels

@@ -2,7 +2,8 @@
 
 A source yields ``(pass index, batch)`` pairs and knows whether it can be read again for a
 final exact pass: :class:`ArraySource` draws seeded random mini-batches from a tensor or a
-(memory-mapped) numpy array; :class:`StreamSource` splits the batches of an iterable.
+(memory-mapped) numpy array, read through a tensor that shares its memory;
+:class:`StreamSource` splits the batches of an iterable.
 """
 
 from __future__ import annotations
@@ -21,38 +22,32 @@ Batches = Iterator[tuple[int, torch.Tensor]]
 
 
 class ArraySource:
-    """Seeded random mini-batches (one permutation per pass) from a tensor or numpy array."""
+    """Seeded random mini-batches (one permutation per pass) from a tensor or numpy array.
+    The rows of a numpy array (it may be memory-mapped) are read in file order within a batch,
+    and its exact pass goes block by block."""
 
     reiterable = True
 
     def __init__(self, data, batch_size: int, gen: torch.Generator):
-        if isinstance(data, np.ndarray):
-            _check_array(data)
-        else:
-            data = check_matrix(data, "data")
-        self.data, self.batch_size, self.gen = data, batch_size, gen
-        self.n = data.shape[0]
-
-    def _rows(self, idx: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.data, np.ndarray):
-            return _from_numpy(self.data[np.sort(idx.numpy())])
-        return self.data[idx.to(self.data.device)]
+        self.from_numpy = isinstance(data, np.ndarray)
+        self.data, self.batch_size, self.gen = check_matrix(data, "data"), batch_size, gen
+        self.n = self.data.shape[0]
 
     def batches(self) -> Batches:
         for p in itertools.count():
             perm = torch.randperm(self.n, generator=self.gen)
-            for s in range(0, self.n, self.batch_size):
-                yield p, self._rows(perm[s : s + self.batch_size])
+            for idx in perm.split(self.batch_size):
+                if self.from_numpy:
+                    idx = idx.sort().values
+                yield p, self.data[idx.to(self.data.device)]
 
     def exact_pass(self, points: torch.Tensor):
         """Labels (N,), cell counts (K,) and distortion of the nearest-point assignment."""
-        if isinstance(self.data, torch.Tensor):
-            lloyd = Lloyd(self.data, points.shape[0])
-            lloyd.assign(points.to(self.data.device))
-            return lloyd.labels, lloyd.counts, lloyd.distortion(points)
-        pieces = (_from_numpy(self.data[s : s + self.batch_size])
-                  for s in range(0, self.n, self.batch_size))
-        return _scan(pieces, points, keep_labels=True)
+        if self.from_numpy:
+            return _scan(self.data.split(self.batch_size), points, keep_labels=True)
+        lloyd = Lloyd(self.data, points.shape[0])
+        lloyd.assign(points.to(self.data.device))
+        return lloyd.labels, lloyd.counts, lloyd.distortion(points)
 
 
 class StreamSource:
@@ -66,14 +61,13 @@ class StreamSource:
 
     def _pieces(self) -> Iterator[torch.Tensor]:
         for i, b in enumerate(self.data):
-            b = check_matrix(_from_numpy(b) if isinstance(b, np.ndarray) else b, f"batch {i}")
+            b = check_matrix(b, f"batch {i}")
             if self.d is None:
                 self.d = b.shape[1]
             elif b.shape[1] != self.d:
                 raise InvalidData(f"dimension mismatch: batch {i} has shape {tuple(b.shape)} "
                                   f"but earlier batches have d={self.d}")
-            for s in range(0, b.shape[0], self.batch_size):
-                yield b[s : s + self.batch_size]
+            yield from b.split(self.batch_size)
 
     def batches(self) -> Batches:
         for p in itertools.count():
@@ -168,19 +162,3 @@ def _scan(pieces: Iterable[torch.Tensor], points: torch.Tensor, *, keep_labels: 
         total += float(sqd.sum())
         n += len(lab)
     return torch.cat(labels) if keep_labels else None, counts, total / n
-
-
-def _from_numpy(a: np.ndarray) -> torch.Tensor:
-    """A tensor over a batch of rows; read-only (memory-mapped) batches are copied."""
-    if not (a.flags.writeable and a.flags.c_contiguous):
-        a = np.array(a, copy=True, order="C")
-    return torch.from_numpy(a)
-
-
-def _check_array(a: np.ndarray, rows: int = 65536) -> None:
-    """:func:`~pqlib.checks.check_matrix` on a numpy array (it may be memory-mapped), one
-    block of rows at a time."""
-    if a.ndim != 2:
-        raise InvalidData(f"data must be 2-D (n_samples, d), got shape {a.shape}")
-    for s in range(0, max(len(a), 1), rows):
-        check_matrix(_from_numpy(a[s : s + rows]), "data" if s == 0 else f"data[{s}:]")

@@ -184,8 +184,8 @@ def check_labels(labels, n: int | None, num_classes: int | None) -> torch.Tensor
 
 def image_generators(seed: int, n: int, device="cpu") -> list[torch.Generator]:
     """One generator per image, seeded from ``seed``: results do not depend on the batch size."""
-    master = torch.Generator().manual_seed(int(seed))
-    seeds = torch.randint(0, 2**62, (n,), generator=master).tolist()
+    seeds = torch.randint(0, 2**62, (n,),
+                          generator=torch.Generator().manual_seed(int(seed))).tolist()
     return [torch.Generator(device).manual_seed(s) for s in seeds]
 
 

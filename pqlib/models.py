@@ -10,7 +10,7 @@ Every model has ``features(x) -> (N, D)`` (the penultimate embedding) and
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 
 import torch
@@ -177,9 +177,7 @@ def batchnorm_inputs(model: nn.Module):
     def keep(i: int):
         return lambda module, args, output: rec.inputs.__setitem__(i, args[0])
 
-    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
-    try:
+    with ExitStack() as hooks:  # each hook handle is removed on exit
+        for i, layer in enumerate(layers):
+            hooks.enter_context(layer.register_forward_hook(keep(i)))
         yield rec
-    finally:
-        for h in handles:
-            h.remove()

@@ -103,9 +103,8 @@ class Protocol:
 
     def dsa_strategy(self, channels: int) -> str | None:
         """The DSA op groups used on images with ``channels`` channels (None: not DSA)."""
-        if not self.augmentation.startswith("dsa"):
-            return None
-        return dsa_strategy(channels, self.augmentation.partition(":")[2] or DSA_DEFAULT)
+        return (dsa_strategy(channels, self.augmentation.partition(":")[2] or DSA_DEFAULT)
+                if self.augmentation.startswith("dsa") else None)
 
     def replace(self, **changes) -> Protocol:
         """A copy with some knobs changed (e.g. ``epochs=100``); ``None`` values are ignored."""

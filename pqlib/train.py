@@ -93,9 +93,8 @@ def _epochs(step, n: int, batch: int, epochs: int, g: torch.Generator, desc: str
     ``batch`` (the last one kept), ``step(indices) -> loss`` per batch, then ``after_epoch(e)``."""
     bar = tqdm(range(epochs), desc=desc, disable=not progress, mininterval=2.0)
     for epoch in bar:
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, batch):
-            loss = step(perm[i : i + batch])
+        for idx in torch.randperm(n, generator=g).split(batch):
+            loss = step(idx)
         if after_epoch is not None:
             after_epoch(epoch)
         bar.set_postfix(loss=f"{loss.item():.4f}")

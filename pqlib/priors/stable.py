@@ -164,11 +164,10 @@ class StableDiffusionPrior(Prior):
         todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         if todo:
             if self._embed is not None:
-                emb = self._embed(todo)
+                emb = torch.as_tensor(self._embed(todo))
             else:
                 with torch.no_grad():
                     emb = self.pipe.encode_prompt(todo, self.device, 1, False)[0]
-            emb = torch.as_tensor(emb)
             if emb.ndim != 3 or emb.shape[0] != len(todo):
                 raise ValueError(f"embed returned shape {tuple(emb.shape)} for {len(todo)} prompts; "
                                  f"expected ({len(todo)}, seq, dim)")

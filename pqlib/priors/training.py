@@ -186,9 +186,8 @@ class _Session:
             self.opt.step()
             if name == "unet":
                 decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for e, w in zip(self.ema.parameters(), model.parameters()):
-                        e.lerp_(w, 1 - decay)
+                for e, w in zip(self.ema.parameters(), model.parameters()):
+                    e.lerp_(w.detach(), 1 - decay)
             state["step"] = step + 1
             if step % 25 == 0 or step == steps - 1:
                 values = {k: round(v.item(), 5) for k, v in logged.items()}

@@ -173,18 +173,15 @@ def upgrade_record(rec: dict) -> dict:
     """
     if rec.get("schema") != 1:
         return rec
-    rec = dict(rec)
     params = dict(rec.get("parameters") or {})
     derived = {"precision": params.pop("precision", None), "train_size": params.get("train_size"),
                "test_size": params.get("test_size"),
                "torch_threads": (rec.get("machine") or {}).get("torch_threads")}
     whole = SPLIT_SIZES.get(params.get("dataset"), ())  # () for other datasets: no size changes
-    for key, n in zip(("train_size", "test_size"), whole):
-        if params.get(key) == n:
-            params[key] = 0
-    params.update(hard_protocol="legacy-hard", soft_protocol="legacy-soft", compile=False)
-    rec.update(schema=2, upgraded_from=1, parameters=params, derived=derived)
-    return rec
+    params.update({key: 0 for key, n in zip(("train_size", "test_size"), whole)
+                   if params.get(key) == n},  # the whole split: "0 = all"
+                  hard_protocol="legacy-hard", soft_protocol="legacy-soft", compile=False)
+    return {**rec, "schema": 2, "upgraded_from": 1, "parameters": params, "derived": derived}
 
 
 def load_records(*locations: str | Path) -> pd.DataFrame:
@@ -307,9 +304,8 @@ def find_run(variant: str, ipc: int, *, seed: int = 0, root: str | Path | None =
 def provenance_line(record: dict) -> str:
     """One line saying where a record came from: run, profile, seed, commit, machine, time."""
     record = upgrade_record(record)
-    p = record.get("parameters", {})
+    p, machine = record.get("parameters", {}), record.get("machine") or {}
     test_size = (record.get("derived") or {}).get("test_size")
-    machine = record.get("machine") or {}
     commit = record.get("commit")
     origin = f"commit {commit[:10]}" if commit else record.get("source") or "no commit recorded"
     return (f"run {record.get('run')} (profile {record.get('profile')}, seed {p.get('seed')}, "
@@ -326,8 +322,8 @@ def stage_table(df: pd.DataFrame) -> pd.DataFrame:
     features, BatchNorm statistics — is paid by the first run that needs it.)"""
     cols = [c for c in df.columns if c.startswith("t_")]
     g = df.groupby(["variant", "ipc"])
-    out = g[cols].median().round(2).set_axis([c[2:] for c in cols], axis=1)
-    return out.dropna(axis=1, how="all").assign(runs=g.size())
+    return (g[cols].median().round(2).set_axis([c[2:] for c in cols], axis=1)
+            .dropna(axis=1, how="all").assign(runs=g.size()))
 
 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -111,8 +111,9 @@ class Prior(abc.ABC):
                batch_size: int = 256, progress: bool = True) -> torch.Tensor:
         """Class-conditional samples from pure noise: ``decode`` at strength 1."""
         labels = check_labels(labels, None, self.num_classes)
-        return self.decode(torch.zeros(len(labels), *self.latent_shape), labels, strength=1.0, steps=steps, guidance=guidance, seed=seed,
-                           batch_size=batch_size, progress=progress)
+        return self.decode(torch.zeros(len(labels), *self.latent_shape), labels, strength=1.0,
+                           steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
+                           progress=progress)
 
     def _decode_inputs(self, latents, labels, guidance: float | None):
         """``decode``'s checked latents and labels, and the guidance (default: the prior's)."""

@@ -12,7 +12,7 @@ Schema (version 2)::
     parameters      exactly the notebook parameters that re-create the run, as given: dataset,
                     method, variant, options, ipc, seed, student, teacher, teacher_epochs,
                     epochs, train_size, test_size (0 = all), ... — every parameter of the
-                    notebook's parameters cell except threads, result_path and distilled_dir
+                    notebook's parameters cell except threads, reuse, result_path and distilled_dir
                     (``variant`` is the method's name when none was given); ``pqlib rerun``
                     executes the notebook with them
     derived         what those parameters resolved to on this machine: precision ("bf16" |
@@ -327,7 +327,7 @@ def stage_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Who made the records: per profile, the run count, seeds, student epochs and protocols
+    """Who made the records: per profile, the run count, seeds and protocols
     (``dc (E=1000)``: the protocol's name and epochs; every knob in :mod:`pqlib.protocols`),
     test images, commits, CPUs, total wall time and when the records were written."""
     g = df.groupby("profile")
@@ -336,7 +336,6 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
         "runs": g["run"].count(),
         "protocols": protocols.groupby(df.profile).agg(lambda s: "; ".join(sorted(set(s)))),
         "seeds": g["seed"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.unique()))),
-        "student epochs": g["epochs"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),
         "test images": g["test_size"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),
         "commits": g["commit"].apply(
             lambda s: ", ".join(sorted({c[:10] if isinstance(c, str) else "none" for c in s}))),

@@ -257,7 +257,7 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
             "error": error, "accuracy": record.get("accuracy")}
 
 
-def _torch_threads(record: dict) -> int | None:
+def recorded_threads(record: dict) -> int | None:
     """The torch thread count a record was made with; ``None`` when it does not say."""
     return ((record.get("machine") or {}).get("torch_threads")
             or (record.get("derived") or {}).get("torch_threads"))
@@ -333,7 +333,7 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
     try:
         # a notebook re-created for a record uses the record's thread count, to match it
         futures = [executor.submit(execute_run, r, keep_record=keep, cwd=prof.root,
-                                   threads=_torch_threads(recorded.get(r.name, {})) or threads)
+                                   threads=recorded_threads(recorded.get(r.name, {})) or threads)
                    for r in todo]
         for fut in as_completed(futures):
             res = fut.result()

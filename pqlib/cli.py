@@ -34,6 +34,7 @@ def _parse_options(pairs: list[str]) -> dict:
 
 def cmd_distill(args) -> int:
     from .data import load
+    from .executor import executor
     from .methods import distill, list_methods
 
     if args.method not in list_methods():
@@ -41,8 +42,12 @@ def cmd_distill(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UsageError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
-    result = distill(args.method, load(args.dataset, "train"), args.ipc, seed=args.seed,
-                     **_parse_options(args.set))
+    options, data = _parse_options(args.set), load(args.dataset, "train")
+    if args.executor == "local":
+        result = distill(args.method, data, args.ipc, seed=args.seed, **options)
+    else:
+        with executor(args.executor, workers=args.workers, scheduler=args.scheduler) as pool:
+            result = distill(args.method, data, args.ipc, seed=args.seed, pool=pool, **options)
     result.save(out, overwrite=args.force)
     print(f"wrote {len(result)} images ({args.ipc} per class) to {out} "
           f"in {result.report.wall_time_s:.1f} s")
@@ -126,7 +131,8 @@ def cmd_sweep(args) -> int:
               file=sys.stderr)
         return 0
     report = run_sweep(args.profile, only=args.only, workers=args.workers, force=args.force,
-                       notebooks=args.notebooks, root=args.root)
+                       notebooks=args.notebooks, root=args.root, executor=args.executor,
+                       scheduler=args.scheduler)
     print(f"sweep {report.profile}: {len(report.ok)} "
           f"{'notebooks written' if args.notebooks else 'ran'}, {len(report.skipped)} already done, "
           + (f"{len(report.todo)} runs without a record not run, " if args.notebooks else "")
@@ -175,6 +181,12 @@ def cmd_bench(args) -> int:
 _ROOT = ("--root", dict(metavar="DIR", help="folder the records and notebooks go under (default: "
                         "$PQLIB_ROOT, else the checkout around the current folder, else it)"))
 _SEED = ("--seed", dict(type=int, default=0))
+_EXECUTOR = ("--executor", dict(choices=["local", "dask"], default="local", help="local "
+                                "(default): on this machine; dask: as tasks of a Dask cluster "
+                                "(sweep: one per run; distill: one per class)"))
+_SCHEDULER = ("--scheduler", dict(metavar="ADDRESS", help="with --executor dask: the scheduler "
+                                  "of a running cluster (default: start a local cluster of "
+                                  "--workers processes)"))
 _FLAG = dict(action="store_true")
 
 # sub-command: (function, help, [(argument, add_argument options), ...])
@@ -187,6 +199,9 @@ _COMMANDS = {
         ("--out", dict(required=True, help="output directory (see pqlib.distilled)")),
         ("--force", dict(_FLAG, help="replace a non-empty --out")),
         ("--set", dict(action="append", metavar="KEY=VALUE", help="method option, repeatable")),
+        _EXECUTOR, _SCHEDULER,
+        ("--workers", dict(type=int, default=2, help="with --executor dask and no --scheduler: "
+                           "worker processes of the local cluster (default 2)")),
     ]),
     "evaluate": (cmd_evaluate, "train a student on a distilled set, test it", [
         ("dir", dict(help="directory written by `pqlib distill`")),
@@ -207,6 +222,7 @@ _COMMANDS = {
                         "matches PATTERN (glob) or whose parameter is KEY=VALUE; repeatable, "
                         "all must match")),
         ("--workers", dict(type=int, help="runs at a time (default: the profile's)")),
+        _EXECUTOR, _SCHEDULER,
         ("--force", dict(_FLAG, help="re-run finished runs (with --notebooks: also replace "
                          "their records)")),
         ("--notebooks", dict(_FLAG, help="only re-execute the runs that have a record but no "
@@ -256,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError,
+            ConnectionError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"pqlib: error: {msg}", file=sys.stderr)
         return 2

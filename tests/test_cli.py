@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from pqlib.cli import main
 
@@ -40,6 +41,9 @@ def test_distill_then_evaluate(tmp_path, capsys):
     (["distill", "--method", "random", "--dataset", "digits", "--ipc", "1", "--out", "X", "--set", "oops"],
      "--set 'oops' must look like key=value"),
     (["evaluate", "MISSING"], "not a distilled set"),
+    (["distill", "--method", "ddoq", "--dataset", "digits", "--ipc", "1", "--out", "X",
+      "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"],
+     "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"),
 ])
 def test_user_errors_exit_2(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -47,6 +51,18 @@ def test_user_errors_exit_2(tmp_path, capsys, monkeypatch, args, message):
     err = capsys.readouterr().err
     assert err.startswith("pqlib: error: ") and message in err
     assert not (tmp_path / "X").exists()
+
+
+def test_distill_on_a_local_dask_cluster_equals_the_serial_run(tmp_path, capsys):
+    from pqlib.distilled import DistilledSet
+
+    base = ["distill", "--method", "ddoq", "--dataset", "digits", "--ipc", "2", "--seed", "1",
+            "--set", "prior=pixel", "--set", "steps=1"]
+    assert run(*base, "--out", str(tmp_path / "here")) == 0
+    assert run(*base, "--out", str(tmp_path / "dask"), "--executor", "dask", "--workers", "2") == 0
+    here, there = DistilledSet.load(tmp_path / "here"), DistilledSet.load(tmp_path / "dask")
+    assert torch.equal(here.images, there.images) and torch.equal(here.weights, there.weights)
+    assert here.report.w2_latent == there.report.w2_latent
 
 
 def test_existing_out_is_refused_unless_force(tmp_path, capsys):

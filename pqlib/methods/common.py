@@ -1,4 +1,10 @@
-"""Helpers shared by methods: teachers, features, per-class indices, caches, stage timing."""
+"""Helpers shared by methods: teachers, features, per-class work and caches, stage timing.
+
+Methods work class by class: :func:`per_class` runs a function on each class's images, here or
+as one task per class on a Dask cluster (:mod:`pqlib.executor`), and the teacher features and
+prior latents are stored one shard per class (:func:`class_features`, :func:`class_latents`),
+so no step needs every class's tensors at once.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,18 @@ from contextlib import contextmanager
 
 import torch
 from safetensors.torch import load_file, save
+from tqdm import tqdm
 
 from ..cache import atomic_write, cache_dir, config_hash
 from ..data import ImageSet
 from ..distilled import DistilledSet
-from ..report import W2, DistillReport, class_w2
+from ..executor import completed, submit
+from ..report import W2, DistillReport, mean_w2, w2_pair
 from ..train import Teacher, train_teacher
 
-__all__ = ["resolve_teacher", "features", "cached_features", "feature_w2", "selection", "resolve_prior",
-           "encoded_latents", "fingerprint", "cached", "class_indices", "random_per_class",
-           "select_per_class", "as_found", "Stages"]
+__all__ = ["resolve_teacher", "features", "class_features", "feature_w2", "selection",
+           "resolve_prior", "class_latents", "fingerprint", "cached", "class_indices",
+           "random_per_class", "select_per_class", "per_class", "as_found", "Stages"]
 
 
 def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: bool = True) -> Teacher:
@@ -83,9 +91,29 @@ def select_per_class(data: ImageSet, teacher: Teacher | str | None, pick, *,
     ``pick(feats)``, feats (n_c, D), returns indices into the class. ``teacher`` as in
     :func:`resolve_teacher`; the report names it."""
     teacher = resolve_teacher(teacher, data, progress=progress)
-    feats = cached_features(teacher, data)
-    chosen = [idx[pick(feats[idx])] for idx in class_indices(data)]
+    chosen = [idx[pick(class_features(teacher, data.subset(idx)))] for idx in class_indices(data)]
     return selection(data, torch.cat(chosen), teacher=teacher.id)
+
+
+def per_class(fn, data: ImageSet, *args, pool=None, desc: str = "classes", progress: bool = True,
+              **kwargs) -> list:
+    """``fn(part, c, *args, **kwargs)`` for every class c, ``part`` = the class's images (an
+    :class:`~pqlib.data.ImageSet`): here, one class after the other, or as one task per class
+    on ``pool`` (:func:`pqlib.executor.executor`). Returns the results in class order."""
+    parts = ((data.subset(idx), c) for c, idx in enumerate(class_indices(data)))
+    with tqdm(total=data.num_classes, desc=desc, unit="class", disable=not progress,
+              mininterval=2.0) as bar:
+        if pool is None:
+            out = []
+            for part, c in parts:
+                out.append(fn(part, c, *args, **kwargs))
+                bar.update()
+            return out
+        futures = [submit(pool, fn, part, c, *args, name=f"{desc}-{c}", **kwargs)
+                   for part, c in parts]
+        for _ in completed(futures):
+            bar.update()
+        return [f.result() for f in futures]
 
 
 class Stages:
@@ -166,9 +194,10 @@ def cached(kind: str, model_id: str, data: ImageSet, compute, tag: str = ""
         return (tensors if isinstance(x, dict) else tensors["x"]), False
 
 
-def cached_features(teacher: Teacher, data: ImageSet) -> torch.Tensor:
-    """Teacher features of every image of ``data`` (N, D), cached under ``$PQLIB_CACHE/features``."""
-    return cached("features", teacher.id, data, lambda: features(teacher, data.images))[0]
+def class_features(teacher: Teacher, part: ImageSet) -> torch.Tensor:
+    """Teacher features (n, D) of the images of one class (``part``), cached under
+    ``$PQLIB_CACHE/features``, one file per class."""
+    return cached("features", teacher.id, part, lambda: features(teacher, part.images))[0]
 
 
 def resolve_prior(prior, data: ImageSet):
@@ -185,14 +214,15 @@ def resolve_prior(prior, data: ImageSet):
     return prior
 
 
-def encoded_latents(prior, data: ImageSet, *, sample: bool = False, seed: int = 0,
-                    progress: bool = True) -> tuple[torch.Tensor, bool]:
-    """``prior.encode`` of every image of ``data`` (N, *latent_shape), cached by prior and data.
+def class_latents(prior, part: ImageSet, *, sample: bool = False, seed: int = 0
+                  ) -> tuple[torch.Tensor, bool]:
+    """``prior.encode`` (n, *latent_shape) of the images of one class (``part``), cached under
+    ``$PQLIB_CACHE/latents`` by prior and images, one file per class.
 
     Returns the latents and whether they came from the cache.
     """
-    return cached("latents", prior.id, data,
-                  lambda: prior.encode(data.images, sample=sample, seed=seed, progress=progress),
+    return cached("latents", prior.id, part,
+                  lambda: prior.encode(part.images, sample=sample, seed=seed, progress=False),
                   f"-sample{seed}" if sample else "-mean")
 
 
@@ -203,5 +233,8 @@ def feature_w2(teacher: Teacher, data: ImageSet, distilled: DistilledSet) -> W2:
     embedded by the same teacher as the real ones; "weighted" uses the set's weights
     (:func:`pqlib.report.class_w2`).
     """
-    return class_w2(cached_features(teacher, data), data.labels, features(teacher, distilled.images),
-                    distilled.labels, distilled.weights)
+    points = features(teacher, distilled.images)
+    return mean_w2([w2_pair(class_features(teacher, data.subset(idx)), points[rows],
+                            distilled.weights[rows])
+                    for c, idx in enumerate(class_indices(data))
+                    if (rows := distilled.labels == c).any()])

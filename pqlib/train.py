@@ -128,7 +128,7 @@ class Teacher:
     Attributes
     ----------
     model : the network, in eval mode
-    accuracy : test accuracy in percent
+    accuracy : test accuracy in percent (``None`` for weights given without one)
     arch, dataset : what it is and what it was trained on
     config : the training configuration (its hash names the cached weights)
     seconds : wall time of the training that produced the weights
@@ -136,7 +136,7 @@ class Teacher:
     """
 
     model: nn.Module
-    accuracy: float
+    accuracy: float | None
     arch: str
     dataset: str
     config: dict

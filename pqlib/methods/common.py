@@ -11,32 +11,79 @@ from __future__ import annotations
 import hashlib
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
 from tqdm import tqdm
 
-from ..cache import atomic_write, cache_dir, config_hash
+from ..cache import atomic_write, cache_dir, config_hash, md5sum
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..executor import completed, submit
 from ..report import W2, DistillReport, mean_w2, w2_pair
-from ..train import Teacher, train_teacher
+from ..train import Teacher, default_device, train_teacher
 
 __all__ = ["resolve_teacher", "features", "class_features", "feature_w2", "selection",
            "resolve_prior", "class_latents", "fingerprint", "cached", "class_indices",
            "random_per_class", "select_per_class", "per_class", "as_found", "Stages"]
 
 
-def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: bool = True) -> Teacher:
-    """A :class:`~pqlib.train.Teacher` for ``data``: given, or by architecture name (default
-    ``"convnet_bn"``), trained once and cached. Raises if it was trained on other data."""
+def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: bool = True,
+                    device=None) -> Teacher:
+    """A :class:`~pqlib.train.Teacher` for ``data``: given, or named by a string —
+
+    * ``"ARCH"`` (default ``"convnet_bn"``): trained on ``data.name`` once and cached;
+    * ``"PATH.safetensors"``: a teacher saved by :meth:`~pqlib.train.Teacher.save`;
+    * ``"ARCH:PATH.safetensors"``: the plain state dict of a pqlib ``ARCH`` network for
+      ``data``'s images and classes (e.g. a converted pretrained ResNet-18, as WMDD uses).
+
+    ``device``: where a named teacher goes (default: CUDA when available). Raises if the
+    teacher takes other images or classes than ``data``'s.
+    """
+    from ..train import load_teacher
+
     if teacher is None or isinstance(teacher, str):
-        teacher = train_teacher(data.name, teacher or "convnet_bn", progress=progress)
+        arch, sep, path = (teacher or "convnet_bn").rpartition(":")
+        if sep:
+            teacher = teacher_from_weights(path, arch, data, device=device)
+        elif path.endswith(".safetensors"):
+            teacher = load_teacher(path, device=default_device(device))
+        else:
+            teacher = train_teacher(data.name, path, progress=progress, device=device)
     if not isinstance(teacher, Teacher):
         raise TypeError(f"teacher must be a pqlib.train.Teacher or an architecture name, got {type(teacher).__name__}")
     teacher.check_compatible(data)
     return teacher
+
+
+def teacher_from_weights(path: str | Path, arch: str, data: ImageSet, *, device=None) -> Teacher:
+    """A :class:`~pqlib.train.Teacher` from the state dict in ``path`` (safetensors) of the
+    pqlib network ``arch`` built for ``data``'s image shape and classes; its accuracy is
+    unknown (``None``) and its id names the file's md5."""
+    from ..checks import CorruptFile, InvalidParameter
+    from ..models import build
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher weights {str(path)!r} not found")
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        raise CorruptFile(path, "safetensors weights file", "replace it with the exported "
+                          f"state dict of a {arch} ({type(err).__name__})") from None
+    (c, h, _), k = data.image_shape, data.num_classes
+    model = build(arch, c, k, h)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), "")
+        raise InvalidParameter(
+            f"teacher weights {str(path)!r} do not fit a pqlib {arch!r} for {data.name!r} "
+            f"({k} classes, images {data.image_shape}): {detail}; export the weights of a "
+            f"network trained on these classes") from None
+    return Teacher(model.to(default_device(device)).eval(), None, arch, data.name,
+                   {"weights": path.name, "md5": md5sum(path)}, 0.0, k, data.image_shape)
 
 
 @contextmanager
@@ -200,16 +247,29 @@ def class_features(teacher: Teacher, part: ImageSet) -> torch.Tensor:
     return cached("features", teacher.id, part, lambda: features(teacher, part.images))[0]
 
 
-def resolve_prior(prior, data: ImageSet):
-    """A generative prior for ``data``: given, by name (``"pixel"`` or a dataset name), or the
-    default ``load_prior(data.name)``. Raises ValueError if it was made for other data."""
+def resolve_prior(prior, data: ImageSet, *, device=None):
+    """A generative prior for ``data``: given, or named by a string —
+
+    * ``"pixel"``: the identity (:class:`~pqlib.priors.PixelPrior`);
+    * ``"sd:MODEL_DIR"``: Stable Diffusion img2img from a local diffusers folder, prompted with
+      ``data``'s class names, on ``device`` (default: CUDA when available; float16 there);
+    * ``"tiny:PREFIX"``: the :class:`~pqlib.priors.TinyLatentDiffusion` weights at ``PREFIX``;
+    * a dataset name: its trained tiny prior (``load_prior``); default ``data.name``.
+
+    Raises ValueError if the prior was made for other data.
+    """
     from .. import priors
 
-    if prior is None:
-        prior = priors.load_prior(data.name)
-    elif isinstance(prior, str):
-        prior = (priors.PixelPrior(data.image_shape, num_classes=data.num_classes)
-                 if prior == "pixel" else priors.load_prior(prior))
+    if prior is None or isinstance(prior, str):
+        kind, _, path = (prior or data.name).partition(":")
+        if prior == "pixel":
+            prior = priors.PixelPrior(data.image_shape, num_classes=data.num_classes)
+        elif kind == "sd" and path:
+            prior = priors.StableDiffusionPrior(path, device=device, class_names=data.classes)
+        elif kind == "tiny" and path:
+            prior = priors.load_prior(path=path)
+        else:
+            prior = priors.load_prior(prior or data.name)
     prior.check_compatible(data)
     return prior
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..cache import atomic_write, cache_dir, config_hash, md5sum
 from ..data import ImageSet
 from ..distilled import DistilledSet
-from ..executor import completed, submit
+from ..executor import completed, is_dask, submit
 from ..report import W2, DistillReport, mean_w2, w2_pair
 from ..train import Teacher, default_device, train_teacher
 
@@ -156,6 +156,8 @@ def per_class(fn, data: ImageSet, *args, pool=None, desc: str = "classes", progr
                 out.append(fn(part, c, *args, **kwargs))
                 bar.update()
             return out
+        if is_dask(pool):  # the shared arguments (prior, teacher, ...) go to each worker once
+            args = [pool.scatter([a], broadcast=True, hash=False)[0] for a in args]
         futures = [submit(pool, fn, part, c, *args, name=f"{desc}-{c}", **kwargs)
                    for part, c in parts]
         for _ in completed(futures):

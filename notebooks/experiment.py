@@ -52,6 +52,7 @@ hard_labels = True         # train a student with hard labels
 train_size = 0             # distill from the first N training images; 0 means all
 test_size = 0              # evaluate on the first N test images; 0 means all
 threads = 0                # torch threads; 0 keeps the default
+reuse = True               # take stages other weightings computed from the stage cache
 run_name = None
 result_path = None         # where to write the result record; None writes nothing
 distilled_dir = None       # where to save the distilled set; None saves nothing
@@ -100,10 +101,10 @@ print(f"{dataset}: {len(train)} training / {len(test)} test images {train.image_
 # Variants that differ only in their weights (D4M, DDOQ and DDOQ-√ at the same seed; WMDD and
 # WMDD-Voronoi) make the same images: the expensive stages (decoding, barycenters, synthesis)
 # are computed once and reused from the stage cache (`reuse=True`), and the record names the
-# stages that were reused.
+# stages that were reused (`pqlib rerun` sets `reuse=False`: a re-run computes every stage).
 
 # %%
-distilled = pqlib.distill(method, train, ipc, seed=seed, progress=False, reuse=True, **options)
+distilled = pqlib.distill(method, train, ipc, seed=seed, progress=False, reuse=reuse, **options)
 report = distilled.report
 print(f"{variant}: {len(distilled)} images in {report.wall_time_s:.1f} s; stages (s): "
       f"{report.stage_seconds or {}}; reused: {report.reused_stages or 'none'}")

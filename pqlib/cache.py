@@ -46,9 +46,9 @@ def project_root(root: str | os.PathLike | None = None) -> Path:
     if given:
         path = Path(given).expanduser().resolve()
         if not path.is_dir():
-            how = "--root" if root else "PQLIB_ROOT"
-            raise FileNotFoundError(f"{how} {str(given)!r} is not a folder; create it or name "
-                                    f"the folder that holds (or will hold) the records")
+            raise FileNotFoundError(f"{'--root' if root else 'PQLIB_ROOT'} {str(given)!r} is not a "
+                                    "folder; create it or name the folder that holds (or will "
+                                    "hold) the records")
         return path
     here = Path.cwd().resolve()
     return next((d for d in (here, *here.parents) if is_checkout(d)), here)
@@ -56,8 +56,8 @@ def project_root(root: str | os.PathLike | None = None) -> Path:
 
 def cache_dir(*parts: str) -> Path:
     """Return (and create) ``$PQLIB_CACHE/<parts...>``; default root ``~/.cache/pqlib``."""
-    root = Path(os.environ.get("PQLIB_CACHE") or Path.home() / ".cache" / "pqlib").expanduser()
-    path = root.joinpath(*parts)
+    path = (Path(os.environ.get("PQLIB_CACHE") or Path.home() / ".cache" / "pqlib")
+            .expanduser().joinpath(*parts))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

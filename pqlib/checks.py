@@ -133,8 +133,7 @@ def checked(**constraints):
 
     def wrap(fn):
         signature = inspect.signature(fn)
-        unknown = set(constraints) - set(signature.parameters)
-        if unknown:
+        if unknown := set(constraints) - set(signature.parameters):
             raise TypeError(f"@checked names {sorted(unknown)}, not parameters of {fn.__name__}")
 
         @functools.wraps(fn)

@@ -132,15 +132,17 @@ def w2_gain(df: pd.DataFrame, kind: str = "soft") -> tuple[pd.DataFrame, float]:
     """How much the weights lower W2 against how much they change accuracy.
 
     One point per run of a weighted variant that has a uniform-weight partner with the same
-    seed and IPC (``ddoq`` and ``ddoq-sqrt`` against ``d4m``, ``wmdd`` against
-    ``wmdd-uniform``): ``reduction_pct`` (the method's own W2 with its weights below W2 with
+    seed and IPC (``ddoq``, ``ddoq-sqrt`` and ``ddoq-barycenter`` against ``d4m``, ``wmdd`` and
+    ``wmdd-voronoi`` against ``wmdd-uniform``): ``reduction_pct`` (the method's own W2 with its weights below W2 with
     uniform weights on the same points, %) and ``gain`` (accuracy minus the partner's, points).
     Returns the points (``variant, ipc, seed, reduction_pct, gain``) and Spearman's ρ over them
     (NaN with fewer than three points or a constant coordinate).
     """
     from scipy import stats
 
-    diffs = paired_differences(df, [("ddoq", "d4m"), ("ddoq-sqrt", "d4m"), ("wmdd", "wmdd-uniform")], kind)
+    pairs = [("ddoq", "d4m"), ("ddoq-sqrt", "d4m"), ("ddoq-barycenter", "d4m"), ("wmdd", "wmdd-uniform"),
+             ("wmdd-voronoi", "wmdd-uniform")]
+    diffs = paired_differences(df, pairs, kind)
     acc = df.set_index(["variant", "ipc", "seed"]).sort_index()  # lexsorted: fast, no warning
     pts = pd.DataFrame([{"variant": a, "ipc": ipc, "seed": s, "reduction_pct": acc.w2_reduction_pct[a, ipc, s],
                          "gain": acc[f"acc_{kind}"][a, ipc, s] - acc[f"acc_{kind}"][b, ipc, s]}

@@ -36,8 +36,7 @@ def normalise_class_weights(weights: torch.Tensor, labels: torch.Tensor, num_cla
     if (w < 0).any() or not torch.isfinite(w).all():
         raise ValueError("weights must be finite and non-negative")
     sums = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, w)
-    if (sums[labels] <= 0).any():
-        bad = sorted(set(labels[sums[labels] <= 0].tolist()))
+    if bad := sorted(set(labels[sums[labels] <= 0].tolist())):
         raise ValueError(f"classes {bad} have total weight 0; give each class a positive weight")
     if torch.allclose(sums[labels], torch.ones_like(w), rtol=0, atol=1e-6):
         return weights.to(torch.float32)
@@ -102,13 +101,13 @@ class DistilledSet:
         directory = Path(directory)
         with atomic_dir(directory, overwrite=overwrite) as tmp:
             rows = ["path,label,weight"]  # paths hold no commas or quotes: plain CSV
-            pixels = (self.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            pixels = ((self.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+                      .squeeze(3).numpy())  # (M, H, W) grey or (M, H, W, C) colour images
             for i, (img, label, weight) in enumerate(zip(pixels, self.labels.tolist(),
                                                          self.weights.tolist())):
                 rel = f"images/{label}/{i}.png"
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                arr = img[:, :, 0] if img.shape[2] == 1 else img
-                Image.fromarray(np.ascontiguousarray(arr)).save(tmp / rel)
+                Image.fromarray(np.ascontiguousarray(img)).save(tmp / rel)
                 rows.append(f"{rel},{label},{weight!r}")
             (tmp / "distilled.csv").write_text("\n".join(rows) + "\n")
             meta = dict(self.report.to_dict(), classes=list(self.classes))
@@ -131,8 +130,7 @@ class DistilledSet:
         try:
             t = load_file(str(tensors_path))
             meta = json.loads(meta_path.read_text())
-            classes = tuple(meta.pop("classes"))
-            return cls(t["images"], t["labels"], t["weights"], classes,
+            return cls(t["images"], t["labels"], t["weights"], meta.pop("classes"),
                        DistillReport.from_dict(meta))
         except Exception as err:  # SafetensorError, JSONDecodeError, KeyError, ValueError
             raise ValueError(

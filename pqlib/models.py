@@ -10,7 +10,7 @@ Every model has ``features(x) -> (N, D)`` (the penultimate embedding) and
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 
 import torch
@@ -59,7 +59,19 @@ class Standardized(nn.Module):
         return self.net(self.standardize(x))
 
 
-class ConvNet(nn.Module):
+#: the normalisation layers (none or one) after each conv of a ConvNet, by ``norm``
+_NORMS = {"instance": lambda width: [nn.GroupNorm(width, width, affine=True)],
+          "batch": lambda width: [nn.BatchNorm2d(width)], "none": lambda width: []}
+
+
+class _Classifier(nn.Module):
+    """A network with ``features(x) -> (N, feature_dim)`` and a linear ``classifier`` on them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class ConvNet(_Classifier):
     """ConvNet-D of the dataset-distillation literature.
 
     Parameters
@@ -75,19 +87,15 @@ class ConvNet(nn.Module):
     def __init__(self, channels: int, num_classes: int, image_size: int, *, width: int = 128,
                  depth: int = 3, norm: str = "instance"):
         super().__init__()
-        if norm not in ("instance", "batch", "none"):
+        if norm not in _NORMS:
             raise InvalidParameter(f"norm={norm!r} should be one of 'instance', 'batch', 'none'")
         layers, size = [], image_size
         for d in range(depth):
             pad = 3 if (d == 0 and image_size == 28) else 1
             conv = FirstConv if d == 0 else nn.Conv2d
-            layers.append(conv(channels if d == 0 else width, width, 3, padding=pad))
+            layers += [conv(channels if d == 0 else width, width, 3, padding=pad),
+                       *_NORMS[norm](width), nn.ReLU(inplace=True)]
             size = size + 2 * pad - 2
-            if norm == "instance":
-                layers.append(nn.GroupNorm(width, width, affine=True))
-            elif norm == "batch":
-                layers.append(nn.BatchNorm2d(width))
-            layers.append(nn.ReLU(inplace=True))
             if size >= 2:
                 layers.append(nn.AvgPool2d(2))
                 size //= 2
@@ -98,9 +106,6 @@ class ConvNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, feature_dim)."""
         return self.body(x).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
 
 class _BasicBlock(nn.Module):
@@ -119,7 +124,7 @@ class _BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(_Classifier):
     """ResNet-18 for small images: 3×3 stem with stride 1 and no max-pool; 512-d features."""
 
     def __init__(self, channels: int, num_classes: int, image_size: int, *, width: int = 64):
@@ -137,9 +142,6 @@ class ResNet18(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.layers(self.stem(x))).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
 
 ARCHITECTURES = {
@@ -175,9 +177,7 @@ def batchnorm_inputs(model: nn.Module):
     def keep(i: int):
         return lambda module, args, output: rec.inputs.__setitem__(i, args[0])
 
-    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
-    try:
+    with ExitStack() as hooks:  # each hook handle is removed on exit
+        for i, layer in enumerate(layers):
+            hooks.enter_context(layer.register_forward_hook(keep(i)))
         yield rec
-    finally:
-        for h in handles:
-            h.remove()

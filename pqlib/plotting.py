@@ -33,8 +33,7 @@ def loglog_fit(ax, k, y, *, label: str | None = None, color=None, marker: str = 
     slope : float
         The slope of log y against log k (for a distortion ∝ K^{-2/d}, slope = −2/d).
     """
-    k = np.asarray(k, dtype=float)
-    y = np.asarray(y, dtype=float)
+    k, y = np.asarray(k, dtype=float), np.asarray(y, dtype=float)
     if k.shape != y.shape or k.ndim != 1 or len(k) < 2:
         raise ValueError(f"k and y must be 1-D of the same length >= 2, got shapes {k.shape} and {y.shape}")
     if (k <= 0).any() or (y <= 0).any():
@@ -179,8 +178,8 @@ def w2_per_class(w2, *, classes, title: str = ""):
     """
     import matplotlib.pyplot as plt
 
-    weighted = np.asarray(w2.per_class_weighted, dtype=float)
-    uniform = np.asarray(w2.per_class_uniform, dtype=float)
+    weighted, uniform = (np.asarray(v, dtype=float)
+                         for v in (w2.per_class_weighted, w2.per_class_uniform))
     x = np.arange(len(weighted))
     fig, ax = plt.subplots(figsize=(6.4, 3.0), layout="tight")
     ax.bar(x - 0.2, uniform, width=0.4, label=f"uniform weights (mean {uniform.mean():.3f})")
@@ -252,8 +251,8 @@ def show_run(variant: str, ipc: int, *, seed: int = 0, root=None, max_per_class:
               f"weights, {w2['uniform']:.4f} uniform ({w2['reduction_pct']:.1f} % lower)")
     if fw2 := record.get("feature_w2"):
         print(f"W2 in teacher feature space: {fw2['weighted']:.3f} (weighted), {fw2['uniform']:.3f} (uniform)")
-    acc = ", ".join(f"{k} labels {v:.2f} %" for k, v in (record.get("accuracy") or {}).items())
-    print(f"student test accuracy: {acc}")
+    print("student test accuracy:",
+          ", ".join(f"{k} labels {v:.2f} %" for k, v in (record.get("accuracy") or {}).items()))
     print(provenance_line(record))
     return fig
 
@@ -276,9 +275,7 @@ def show_images(images, nrow: int, row_labels=None, col_labels=None, ax=None):
     """
     import matplotlib.pyplot as plt
 
-    if hasattr(images, "detach"):  # a torch tensor
-        images = images.detach().cpu().numpy()
-    x = np.asarray(images, dtype=np.float32)
+    x = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=np.float32)
     n, c, h, w = x.shape
     rows = -(-n // nrow)
     grid = np.ones((rows * (h + 1) - 1, nrow * (w + 1) - 1, c), dtype=np.float32)  # 1-px gaps

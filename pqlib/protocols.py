@@ -34,8 +34,7 @@ Named protocols (:data:`PROTOCOLS`, :func:`get_protocol`):
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 from .augment import DSA_DEFAULT, DSA_OPS, dsa_strategy
 from .checks import Int, InvalidParameter, OneOf, Real, check
@@ -104,18 +103,16 @@ class Protocol:
 
     def dsa_strategy(self, channels: int) -> str | None:
         """The DSA op groups used on images with ``channels`` channels (None: not DSA)."""
-        if not self.augmentation.startswith("dsa"):
-            return None
-        _, _, ops = self.augmentation.partition(":")
-        return dsa_strategy(channels, ops or DSA_DEFAULT)
+        return (dsa_strategy(channels, self.augmentation.partition(":")[2] or DSA_DEFAULT)
+                if self.augmentation.startswith("dsa") else None)
 
     def replace(self, **changes) -> Protocol:
         """A copy with some knobs changed (e.g. ``epochs=100``); ``None`` values are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def as_dict(self) -> dict:
         """Every knob, JSON-ready (what result records store)."""
-        return dataclasses.asdict(self)
+        return asdict(self)
 
 
 # the accepted values of every field but ``name`` and ``augmentation`` (checked by hand)
@@ -148,10 +145,10 @@ def get_protocol(protocol: str | Protocol | dict) -> Protocol:
     if isinstance(protocol, Protocol):
         return protocol
     if isinstance(protocol, dict):
-        fields = {f.name for f in dataclasses.fields(Protocol)}
-        unknown = sorted(set(protocol) - fields)
+        known = {f.name for f in fields(Protocol)}
+        unknown = sorted(set(protocol) - known)
         if unknown:
-            raise InvalidParameter(f"protocol dict has unknown key(s) {unknown}; keys: {sorted(fields)}")
+            raise InvalidParameter(f"protocol dict has unknown key(s) {unknown}; keys: {sorted(known)}")
         return Protocol(**protocol)
     if protocol not in PROTOCOLS:
         raise InvalidParameter(f"unknown protocol {protocol!r}; named protocols: {', '.join(PROTOCOLS)}")

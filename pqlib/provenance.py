@@ -3,6 +3,7 @@ the machine and the library versions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -44,12 +45,10 @@ def code_origin() -> dict:
                     "source": "git checkout"}
         except (OSError, subprocess.CalledProcessError):
             return {"commit": None, "source": f"pqlib {__version__} (source tree without git)"}
-    try:
+    info = {}  # what pip recorded of where it installed pqlib from (PEP 610), if anything
+    with contextlib.suppress(metadata.PackageNotFoundError, ValueError):
         info = json.loads(metadata.distribution("pqlib").read_text("direct_url.json") or "{}")
-    except (metadata.PackageNotFoundError, ValueError):
-        info = {}
-    commit = (info.get("vcs_info") or {}).get("commit_id")
-    if commit:
+    if commit := (info.get("vcs_info") or {}).get("commit_id"):
         return {"commit": commit, "source": f"pqlib {__version__} installed from {info.get('url')}"}
     return {"commit": None, "source": f"pqlib {__version__} (installed, no git checkout)"}
 
@@ -80,12 +79,10 @@ def machine() -> dict:
 
 def versions() -> dict:
     """Versions of pqlib and the libraries its results depend on."""
-    out = {}
-    for name in ["pqlib", "torch", "numpy", "pot", "diffusers", "kornia", "scikit-learn"]:
-        try:
+    out = dict.fromkeys(["pqlib", "torch", "numpy", "pot", "diffusers", "kornia", "scikit-learn"])
+    for name in out:
+        with contextlib.suppress(metadata.PackageNotFoundError):  # not installed: None
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
     return out
 
 

@@ -158,8 +158,9 @@ def rerun(record_path: str | Path, *, tolerance: float = 0.5, keep: str | Path |
     else:
         folder = Path(tempfile.mkdtemp(prefix="pqlib-rerun-"))
     name = old.get("run") or path.stem
-    run = Run(name, old.get("profile") or "rerun", params, folder / f"{name}.ipynb",
-              folder / f"{name}.json")
+    # every stage computed again: none is taken from the stage cache
+    run = Run(name, old.get("profile") or "rerun", dict(params, reuse=False),
+              folder / f"{name}.ipynb", folder / f"{name}.json")
     if progress:
         print(f"re-running {name} in {folder} ({_threads(threads)}) ...", flush=True)
     try:

@@ -12,7 +12,7 @@ Schema (version 2)::
     parameters      exactly the notebook parameters that re-create the run, as given: dataset,
                     method, variant, options, ipc, seed, student, teacher, teacher_epochs,
                     epochs, train_size, test_size (0 = all), ... — every parameter of the
-                    notebook's parameters cell except threads, result_path and distilled_dir
+                    notebook's parameters cell except threads, reuse, result_path and distilled_dir
                     (``variant`` is the method's name when none was given); ``pqlib rerun``
                     executes the notebook with them
     derived         what those parameters resolved to on this machine: precision ("bf16" |
@@ -173,18 +173,15 @@ def upgrade_record(rec: dict) -> dict:
     """
     if rec.get("schema") != 1:
         return rec
-    rec = dict(rec)
     params = dict(rec.get("parameters") or {})
     derived = {"precision": params.pop("precision", None), "train_size": params.get("train_size"),
                "test_size": params.get("test_size"),
                "torch_threads": (rec.get("machine") or {}).get("torch_threads")}
     whole = SPLIT_SIZES.get(params.get("dataset"), ())  # () for other datasets: no size changes
-    for key, n in zip(("train_size", "test_size"), whole):
-        if params.get(key) == n:
-            params[key] = 0
-    params.update(hard_protocol="legacy-hard", soft_protocol="legacy-soft", compile=False)
-    rec.update(schema=2, upgraded_from=1, parameters=params, derived=derived)
-    return rec
+    params.update({key: 0 for key, n in zip(("train_size", "test_size"), whole)
+                   if params.get(key) == n},  # the whole split: "0 = all"
+                  hard_protocol="legacy-hard", soft_protocol="legacy-soft", compile=False)
+    return {**rec, "schema": 2, "upgraded_from": 1, "parameters": params, "derived": derived}
 
 
 def load_records(*locations: str | Path) -> pd.DataFrame:
@@ -307,9 +304,8 @@ def find_run(variant: str, ipc: int, *, seed: int = 0, root: str | Path | None =
 def provenance_line(record: dict) -> str:
     """One line saying where a record came from: run, profile, seed, commit, machine, time."""
     record = upgrade_record(record)
-    p = record.get("parameters", {})
+    p, machine = record.get("parameters", {}), record.get("machine") or {}
     test_size = (record.get("derived") or {}).get("test_size")
-    machine = record.get("machine") or {}
     commit = record.get("commit")
     origin = f"commit {commit[:10]}" if commit else record.get("source") or "no commit recorded"
     return (f"run {record.get('run')} (profile {record.get('profile')}, seed {p.get('seed')}, "
@@ -326,12 +322,12 @@ def stage_table(df: pd.DataFrame) -> pd.DataFrame:
     features, BatchNorm statistics — is paid by the first run that needs it.)"""
     cols = [c for c in df.columns if c.startswith("t_")]
     g = df.groupby(["variant", "ipc"])
-    out = g[cols].median().round(2).set_axis([c[2:] for c in cols], axis=1)
-    return out.dropna(axis=1, how="all").assign(runs=g.size())
+    return (g[cols].median().round(2).set_axis([c[2:] for c in cols], axis=1)
+            .dropna(axis=1, how="all").assign(runs=g.size()))
 
 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Who made the records: per profile, the run count, seeds, student epochs and protocols
+    """Who made the records: per profile, the run count, seeds and protocols
     (``dc (E=1000)``: the protocol's name and epochs; every knob in :mod:`pqlib.protocols`),
     test images, commits, CPUs, total wall time and when the records were written."""
     g = df.groupby("profile")
@@ -340,7 +336,6 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
         "runs": g["run"].count(),
         "protocols": protocols.groupby(df.profile).agg(lambda s: "; ".join(sorted(set(s)))),
         "seeds": g["seed"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.unique()))),
-        "student epochs": g["epochs"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),
         "test images": g["test_size"].apply(lambda s: ", ".join(str(int(v)) for v in sorted(s.dropna().unique()))),
         "commits": g["commit"].apply(
             lambda s: ", ".join(sorted({c[:10] if isinstance(c, str) else "none" for c in s}))),

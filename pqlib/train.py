@@ -56,12 +56,11 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
 def resolve_precision(precision: str = "auto", device: torch.device | str | None = None) -> str:
     """``"auto"`` → ``"bf16"`` where bfloat16 is native (CPUs with AVX512-BF16/AMX, recent
     GPUs), else ``"fp32"``."""
-    if precision == "auto":
-        device = default_device(device)
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
-    return precision
+    if precision != "auto":
+        return precision
+    if default_device(device).type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
 
 
 def autocast(precision: str, device: torch.device | str = "cpu"):
@@ -94,9 +93,8 @@ def _epochs(step, n: int, batch: int, epochs: int, g: torch.Generator, desc: str
     ``batch`` (the last one kept), ``step(indices) -> loss`` per batch, then ``after_epoch(e)``."""
     bar = tqdm(range(epochs), desc=desc, disable=not progress, mininterval=2.0)
     for epoch in bar:
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, batch):
-            loss = step(perm[i : i + batch])
+        for idx in torch.randperm(n, generator=g).split(batch):
+            loss = step(idx)
         if after_epoch is not None:
             after_epoch(epoch)
         bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -113,9 +111,8 @@ def evaluate(model: nn.Module, testset: data_mod.ImageSet, *, batch_size: int = 
     model.eval()
     correct = 0
     for i in range(0, len(testset), batch_size):
-        x = testset.images[i : i + batch_size].to(device)
         with autocast(precision, device):
-            pred = model(x).argmax(1).cpu()
+            pred = model(testset.images[i : i + batch_size].to(device)).argmax(1).cpu()
         correct += int((pred == testset.labels[i : i + batch_size]).sum())
     model.train(was_training)
     return 100.0 * correct / len(testset)
@@ -243,8 +240,7 @@ def train_teacher(dataset: str = "mnist", arch: str = "convnet_bn", *, epochs: i
         _epochs(step, len(train), batch_size, epochs, torch.Generator().manual_seed(seed),
                 f"teacher {arch} on {dataset}", progress)
     seconds = time.perf_counter() - start
-    model.eval()
-    acc = evaluate(model, test, precision=precision)
+    acc = evaluate(model.eval(), test, precision=precision)
     teacher = Teacher(model, acc, arch, dataset, cfg, seconds, train.num_classes, train.image_shape)
     if cache:
         teacher.save(cache_dir("teachers") / f"{name}.safetensors")
@@ -354,8 +350,8 @@ class _StudentLoop:
         self.g = torch.Generator().manual_seed(seed)
         self.net = self.model = net
         if protocol.standardize:
-            mean, std = channel_stats(distilled.report.dataset, distilled.images)
-            self.model = Standardized(net, mean, std).to(device)
+            self.model = Standardized(
+                net, *channel_stats(distilled.report.dataset, distilled.images)).to(device)
         strategy = protocol.dsa_strategy(self.x.shape[1])
         self.augment = (default_augmentation(tuple(self.x.shape[1:])) if protocol.augmentation == "kornia"
                         else functools.partial(dsa, strategy=strategy, generator=self.g) if strategy

@@ -193,17 +193,16 @@ def barycenter(x: torch.Tensor, k: int, *, a: torch.Tensor | None = None,
     a_np = _check_masses(a, x.shape[0], "a")
     x_np = _np64(x)
     y_np = _np64(kmeans_plus_plus(x, k, torch.Generator().manual_seed(seed)))
-    b_np = np.full(k, 1.0 / k)
+    uniform = b_np = np.full(k, 1.0 / k)
     history, eta = [], None
     for t in range(iters):
         y_np = ot.lp.free_support_barycenter([x_np], [a_np], y_np, b=b_np, numItermax=1,
                                              stopThr=0.0)
         cost = ot.dist(x_np, y_np, metric="sqeuclidean")
         if learn_weights:
-            if t == iters - 1:
-                uniform = np.full(k, 1.0 / k)
-                if _emd_dual(a_np, uniform, cost)[0] < _emd_dual(a_np, b_np, cost)[0]:
-                    b_np = uniform
+            if (t == iters - 1
+                    and _emd_dual(a_np, uniform, cost)[0] < _emd_dual(a_np, b_np, cost)[0]):
+                b_np = uniform
             b_np, value, eta = _mirror_weights(a_np, b_np, cost, weight_steps, eta)
         else:
             value = float(ot.emd2(a_np, b_np, cost, numItermax=_EMD_MAX_ITER))
@@ -244,8 +243,7 @@ def _check_masses(w, n: int, name: str) -> np.ndarray:
 def _emd_dual(a: np.ndarray, b: np.ndarray, cost: np.ndarray) -> tuple[float, np.ndarray]:
     """Exact OT cost and the centred dual potential of the second marginal."""
     _, log = ot.emd(a, b, cost, numItermax=_EMD_MAX_ITER, log=True)
-    v = log["v"]
-    return float(log["cost"]), v - v.mean()
+    return float(log["cost"]), log["v"] - log["v"].mean()
 
 
 def _mirror_weights(a: np.ndarray, b: np.ndarray, cost: np.ndarray, steps: int,

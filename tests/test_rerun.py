@@ -14,7 +14,7 @@ from pqlib.sweep import load_profile, notebook_parameters, plan, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "tiny-digits-random-ipc1-s0"
-NOT_RECORDED = {"threads", "result_path", "distilled_dir"}  # where and how fast, not what
+NOT_RECORDED = {"threads", "reuse", "result_path", "distilled_dir"}  # where and how fast, not what
 
 
 @pytest.fixture(scope="module")

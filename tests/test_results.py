@@ -103,6 +103,13 @@ def test_w2_gain_pairs_runs_by_seed():
     points, rho = compare.w2_gain(df)
     assert points.gain.tolist() == [0.0, 1.0, 2.0] and rho == pytest.approx(1.0)
     assert math.isnan(compare.w2_gain(df.assign(w2_reduction_pct=0.0))[1])  # nothing varies
+    # the cross-family variants are paired with their family's uniform-weight variant
+    cross = _frame([("wmdd-uniform", 10, s, 80.0, 50.0) for s in range(2)]
+                   + [("wmdd-voronoi", 10, s, 81.0, 50.0) for s in range(2)]
+                   + [("ddoq-barycenter", 10, s, 92.0, 50.0) for s in range(2)]).assign(w2_reduction_pct=3.0)
+    points, _ = compare.w2_gain(pd.concat([df, cross], ignore_index=True))
+    assert points.groupby("variant").gain.mean().to_dict() == {
+        "ddoq": 1.0, "ddoq-barycenter": 1.5, "wmdd-voronoi": 1.0}
 
 
 def test_the_introduction_is_generated_by_the_book_extension(tmp_path):

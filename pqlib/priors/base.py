@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from tqdm import tqdm
 
 from ..cache import config_hash
 from ..checks import Int, InvalidData, InvalidParameter, Optional, Real, check_finite, checked
 
 __all__ = ["Prior", "check_images", "check_labels", "check_latents", "checked_encode",
-           "checked_decode", "image_generators"]
+           "checked_decode", "image_generators", "batched"]
 
 
 class Prior(abc.ABC):
@@ -60,8 +61,8 @@ class Prior(abc.ABC):
     @property
     def id(self) -> str:
         """``<name>-<dataset>-<config hash>``: what result records cite."""
-        parts = [self.name] + ([self.dataset] if self.dataset else []) + [config_hash(self.config)]
-        return "-".join(parts)
+        return "-".join([self.name, *([self.dataset] if self.dataset else []),
+                         config_hash(self.config)])
 
     @property
     def scaling_factor(self) -> float:
@@ -110,9 +111,15 @@ class Prior(abc.ABC):
                batch_size: int = 256, progress: bool = True) -> torch.Tensor:
         """Class-conditional samples from pure noise: ``decode`` at strength 1."""
         labels = check_labels(labels, None, self.num_classes)
-        zeros = torch.zeros(len(labels), *self.latent_shape)
-        return self.decode(zeros, labels, strength=1.0, steps=steps, guidance=guidance, seed=seed,
-                           batch_size=batch_size, progress=progress)
+        return self.decode(torch.zeros(len(labels), *self.latent_shape), labels, strength=1.0,
+                           steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
+                           progress=progress)
+
+    def _decode_inputs(self, latents, labels, guidance: float | None):
+        """``decode``'s checked latents and labels, and the guidance (default: the prior's)."""
+        latents = check_latents(latents, self.latent_shape)
+        return (latents, check_labels(labels, len(latents), self.num_classes),
+                self.default_guidance if guidance is None else float(guidance))
 
 
 #: the argument constraints every ``encode`` / ``decode`` implementation is decorated with
@@ -178,6 +185,16 @@ def check_labels(labels, n: int | None, num_classes: int | None) -> torch.Tensor
 
 def image_generators(seed: int, n: int, device="cpu") -> list[torch.Generator]:
     """One generator per image, seeded from ``seed``: results do not depend on the batch size."""
-    master = torch.Generator().manual_seed(int(seed))
-    seeds = torch.randint(0, 2**62, (n,), generator=master).tolist()
+    seeds = torch.randint(0, 2**62, (n,),
+                          generator=torch.Generator().manual_seed(int(seed))).tolist()
     return [torch.Generator(device).manual_seed(s) for s in seeds]
+
+
+def batched(fn: Callable[[slice], torch.Tensor], n: int, batch_size: int, shape: Sequence[int],
+            **bar) -> torch.Tensor:
+    """``fn(rows)`` for the consecutive slices ``rows`` of ``batch_size`` of ``range(n)``, gathered
+    in a float32 ``(n, *shape)`` tensor on the CPU; ``bar``: tqdm's arguments (a bar over batches)."""
+    out = torch.empty((n, *shape))
+    for i in tqdm(range(0, n, batch_size), **bar):
+        out[i : i + batch_size] = fn(slice(i, i + batch_size))
+    return out

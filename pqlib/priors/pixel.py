@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import Prior, check_images, check_labels, check_latents, checked_decode, checked_encode
+from .base import Prior, check_images, checked_decode, checked_encode
 
 __all__ = ["PixelPrior"]
 
@@ -43,6 +43,5 @@ class PixelPrior(Prior):
                guidance: float | None = None, seed: int = 0, batch_size: int = 256,
                progress: bool = True) -> torch.Tensor:
         """Return ``latents`` clamped to [0, 1] (the img2img knobs are checked, then ignored)."""
-        latents = check_latents(latents, self.latent_shape)
-        check_labels(labels, len(latents), self.num_classes)
+        latents, _, _ = self._decode_inputs(latents, labels, guidance)  # checks the labels too
         return latents.clamp(0, 1)

@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..checks import Int, InvalidParameter, Optional, Real, check, checked
-from .base import Prior, check_images, check_labels, check_latents, checked_encode, image_generators
+from .base import Prior, batched, check_images, checked_encode, image_generators
 
 __all__ = ["StableDiffusionPrior", "check_model_dir", "D4M_NEGATIVE_PROMPT"]
 
@@ -165,11 +164,10 @@ class StableDiffusionPrior(Prior):
         todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         if todo:
             if self._embed is not None:
-                emb = self._embed(todo)
+                emb = torch.as_tensor(self._embed(todo))
             else:
                 with torch.no_grad():
                     emb = self.pipe.encode_prompt(todo, self.device, 1, False)[0]
-            emb = torch.as_tensor(emb)
             if emb.ndim != 3 or emb.shape[0] != len(todo):
                 raise ValueError(f"embed returned shape {tuple(emb.shape)} for {len(todo)} prompts; "
                                  f"expected ({len(todo)}, seq, dim)")
@@ -188,13 +186,14 @@ class StableDiffusionPrior(Prior):
         images = check_images(images, self.image_shape)
         n = len(images)
         gens = image_generators(seed, n) if sample else None
-        out = torch.empty((n, *self.latent_shape))
-        for i in tqdm(range(0, n, batch_size), desc="encode", disable=not progress or n <= batch_size):
-            x = (images[i : i + batch_size] * 2 - 1).to(self.device, self.dtype)
-            dist = self.vae.encode(x).latent_dist
-            z = dist.mean if gens is None else dist.sample(generator=gens[i : i + batch_size])
-            out[i : i + batch_size] = (z * self.scaling_factor).float().cpu()
-        return out
+
+        def encode(rows: slice) -> torch.Tensor:
+            dist = self.vae.encode((images[rows] * 2 - 1).to(self.device, self.dtype)).latent_dist
+            z = dist.mean if gens is None else dist.sample(generator=gens[rows])
+            return (z * self.scaling_factor).float().cpu()
+
+        return batched(encode, n, batch_size, self.latent_shape, desc="encode",
+                       disable=not progress or n <= batch_size)
 
     @checked(strength=Real(0, 1) | Optional, steps=Int(1) | Optional, guidance=Real() | Optional,
              batch_size=Int(1))
@@ -219,26 +218,25 @@ class StableDiffusionPrior(Prior):
         """
         strength = self.strength if strength is None else strength
         steps = self.steps if steps is None else steps
-        latents = check_latents(latents, self.latent_shape)
-        labels = check_labels(labels, len(latents), self.num_classes)
-        guidance = self.default_guidance if guidance is None else float(guidance)
+        latents, labels, guidance = self._decode_inputs(latents, labels, guidance)
         n = len(latents)
-        out = torch.empty((n, *self.image_shape))
         gens = image_generators(seed, n)
         denoise = min(int(steps * strength), steps) > 0
         prompts = self.prompts(labels) if denoise else None
         neg = self.embed([self.negative_prompt or ""]) if denoise and guidance > 1 else None
-        for i in tqdm(range(0, n, batch_size), desc=f"decode s={strength:g}", disable=not progress):
-            z = latents[i : i + batch_size].to(self.device, self.dtype)
+
+        def decode(rows: slice) -> torch.Tensor:
+            z = latents[rows].to(self.device, self.dtype)
             if not denoise:
-                x = (self.vae.decode(z / self.scaling_factor).sample.float().cpu() + 1) / 2
-            else:
-                x = self.pipe(
-                    prompt_embeds=self.embed(prompts[i : i + batch_size]),
-                    negative_prompt_embeds=None if neg is None else neg.expand(len(z), -1, -1),
-                    image=torch.zeros_like(z) if strength >= 1.0 else z, strength=float(strength),
-                    guidance_scale=guidance, num_inference_steps=steps,
-                    generator=gens[i : i + batch_size], output_type="pt",
-                ).images
-            out[i : i + batch_size] = x.float().cpu().clamp(0, 1)
-        return out
+                return (self.vae.decode(z / self.scaling_factor).sample.float().cpu()
+                        .add(1).div(2).clamp(0, 1))
+            return self.pipe(
+                prompt_embeds=self.embed(prompts[rows]),
+                negative_prompt_embeds=None if neg is None else neg.expand(len(z), -1, -1),
+                image=torch.zeros_like(z) if strength >= 1.0 else z, strength=float(strength),
+                guidance_scale=guidance, num_inference_steps=steps, generator=gens[rows],
+                output_type="pt",
+            ).images.float().cpu().clamp(0, 1)
+
+        return batched(decode, n, batch_size, self.image_shape, desc=f"decode s={strength:g}",
+                       disable=not progress)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..cache import atomic_write, config_hash
 from ..checks import CorruptFile, InvalidParameter, OneOf, check
-from .base import Prior, check_images, check_labels, check_latents, checked_decode, checked_encode
+from .base import Prior, batched, check_images, checked_decode, checked_encode
 
 __all__ = ["TinyConfig", "TinyLatentDiffusion", "default_config", "PRIOR_RECIPE"]
 
@@ -255,8 +255,8 @@ class TinyLatentDiffusion(Prior):
     def random(cls, config: TinyConfig, *, seed: int = 0, scaling_factor: float = 1.0,
                clip_range: float = 4.0) -> TinyLatentDiffusion:
         """An untrained prior with seeded random weights (for tests and shape checks)."""
-        vae, unet = build_models(config, seed=seed, scaling_factor=scaling_factor)
-        return cls(config, vae, unet, clip_range=clip_range)
+        return cls(config, *build_models(config, seed=seed, scaling_factor=scaling_factor),
+                   clip_range=clip_range)
 
 
     def to_model_space(self, images: torch.Tensor) -> torch.Tensor:
@@ -290,12 +290,14 @@ class TinyLatentDiffusion(Prior):
         n = len(images)
         eps = torch.randn((n, *self.latent_shape),
                           generator=torch.Generator().manual_seed(seed)) if sample else None
-        out = torch.empty((n, *self.latent_shape))
-        for i in tqdm(range(0, n, batch_size), desc="encode", disable=not progress or n <= batch_size):
-            dist = self.vae.encode(self.to_model_space(images[i : i + batch_size])).latent_dist
-            z = dist.mean if eps is None else dist.mean + dist.std * eps[i : i + batch_size]
-            out[i : i + batch_size] = z * self.scaling_factor
-        return out
+
+        def encode(rows: slice) -> torch.Tensor:
+            dist = self.vae.encode(self.to_model_space(images[rows])).latent_dist
+            z = dist.mean if eps is None else dist.mean + dist.std * eps[rows]
+            return z * self.scaling_factor
+
+        return batched(encode, n, batch_size, self.latent_shape, desc="encode",
+                       disable=not progress or n <= batch_size)
 
     @checked_decode
     @torch.no_grad()
@@ -322,34 +324,32 @@ class TinyLatentDiffusion(Prior):
         -------
         images : float32 tensor of shape ``(N, *image_shape)``, values in [0, 1]
         """
-        latents = check_latents(latents, self.latent_shape)
-        labels = check_labels(labels, len(latents), self.num_classes)
-        guidance = self.default_guidance if guidance is None else float(guidance)
+        latents, labels, guidance = self._decode_inputs(latents, labels, guidance)
         n, init = len(latents), min(int(steps * strength), steps)
         sched = self.scheduler
         sched.set_timesteps(steps)
         timesteps = sched.timesteps[steps - init :]  # empty for init == 0: a plain VAE decode
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
-        out = torch.empty((n, *self.image_shape))
         with tqdm(total=math.ceil(n / batch_size) * len(timesteps),
                   desc=f"decode s={strength:g}", disable=not progress or init == 0) as bar:
-            for i in range(0, n, batch_size):
-                z, eps, y = (latents[i : i + batch_size], noise[i : i + batch_size],
-                             labels[i : i + batch_size])
+
+            def denoise(rows: slice) -> torch.Tensor:
+                z, eps = latents[rows], noise[rows]
                 if init:
                     z = eps.clone() if strength >= 1.0 else sched.add_noise(z, eps, timesteps[:1])
                 for t in timesteps:
-                    z = sched.step(self._eps(z, t, y, guidance), t, z).prev_sample
+                    z = sched.step(self._eps(z, t, labels[rows], guidance), t, z).prev_sample
                     bar.update()
-                out[i : i + batch_size] = self.vae_decode(z)
-        return out
+                return self.vae_decode(z)
+
+            return batched(denoise, n, batch_size, self.image_shape, disable=True)
 
     def _eps(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float) -> torch.Tensor:
         null = torch.full_like(y, self.num_classes)  # the null class
         if guidance in (0.0, 1.0):  # purely unconditional / conditional: one UNet call
             return self.unet(z, t, class_labels=y if guidance else null).sample
-        both = self.unet(torch.cat([z, z]), t, class_labels=torch.cat([y, null])).sample
-        cond, uncond = both.chunk(2)
+        cond, uncond = self.unet(torch.cat([z, z]), t,
+                                 class_labels=torch.cat([y, null])).sample.chunk(2)
         return uncond + guidance * (cond - uncond)
 
 

@@ -75,10 +75,8 @@ class PriorTraining:
 
 def resolve_config(data, config: TinyConfig | dict | None) -> TinyConfig:
     """The full :class:`TinyConfig` for ``data``: default, default with overrides, or as given."""
-    cfg = config
-    if not isinstance(cfg, TinyConfig):
-        default = default_config(data.name, data)
-        cfg = TinyConfig.from_dict({**default.to_dict(), **(config or {})})
+    cfg = config if isinstance(config, TinyConfig) else TinyConfig.from_dict(
+        {**default_config(data.name, data).to_dict(), **(config or {})})
     if tuple(cfg.image_shape) != tuple(data.image_shape) or cfg.num_classes != data.num_classes:
         raise InvalidParameter(
             f"config is for images {tuple(cfg.image_shape)} with {cfg.num_classes} classes but "
@@ -180,8 +178,7 @@ class _Session:
                    total=steps, disable=not self.progress, mininterval=2.0)
         for step in bar:
             idx = _batch(step, self.n, batch_size, cfg.seed, streams[0])
-            for group in self.opt.param_groups:
-                group["lr"] = _lr(step, steps, lr, cfg.warmup_steps)
+            self.opt.param_groups[0]["lr"] = _lr(step, steps, lr, cfg.warmup_steps)  # one group
             value, logged = loss(idx, _gen(cfg.seed, streams[1], step))
             self.opt.zero_grad(set_to_none=True)
             value.backward()
@@ -189,9 +186,8 @@ class _Session:
             self.opt.step()
             if name == "unet":
                 decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for e, w in zip(self.ema.parameters(), model.parameters()):
-                        e.lerp_(w, 1 - decay)
+                for e, w in zip(self.ema.parameters(), model.parameters()):
+                    e.lerp_(w.detach(), 1 - decay)
             state["step"] = step + 1
             if step % 25 == 0 or step == steps - 1:
                 values = {k: round(v.item(), 5) for k, v in logged.items()}
@@ -254,8 +250,7 @@ def _unet_loss(session: _Session, labels: torch.Tensor, latents, amp) -> Callabl
         x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, cfg.num_train_timesteps, (b,), generator=g)
-        y = labels[idx].clone()
-        y[torch.rand(b, generator=g) < cfg.p_uncond] = cfg.num_classes
+        y = torch.where(torch.rand(b, generator=g) < cfg.p_uncond, cfg.num_classes, labels[idx])
         with amp():
             pred = unet(sched.add_noise(x0, noise, t), t, class_labels=y).sample
         mse = F.mse_loss(pred.float(), noise)

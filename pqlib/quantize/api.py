@@ -223,9 +223,9 @@ def clvq(data, k: int, *, steps: int | None = None, batch_size: int = 1024,
         labels, counts, distortion = source.exact_pass(points)
     else:
         labels, distortion = None, history[-1]
-    weights = (counts.double() / counts.sum()).to(points.dtype)
-    return Quantizer(points=points, weights=weights, labels=labels, distortion=distortion,
-                     history=tuple(history), iterations=t, converged=False,
+    return Quantizer(points=points, weights=(counts.double() / counts.sum()).to(points.dtype),
+                     labels=labels, distortion=distortion, history=tuple(history), iterations=t,
+                     converged=False,
                      weight_source="exact-pass" if source.reiterable else "win-counts")
 
 

@@ -110,7 +110,5 @@ class Lloyd:
 def nearest(x: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels (m,) and squared distances (m,) in float64, clamped at 0, for one batch (m, d)."""
     psq = (points.double() ** 2).sum(1).to(x.dtype)
-    dist = torch.addmm(psq, x, points.t(), beta=1, alpha=-2)
-    val, lab = dist.min(1)
-    xsq = (x.double() ** 2).sum(1)
-    return lab, (val.double() + xsq).clamp_(min=0)
+    val, lab = torch.addmm(psq, x, points.t(), beta=1, alpha=-2).min(1)
+    return lab, (val.double() + (x.double() ** 2).sum(1)).clamp_(min=0)

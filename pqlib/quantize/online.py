@@ -9,6 +9,7 @@ final exact pass: :class:`ArraySource` draws seeded random mini-batches from a t
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -31,11 +32,10 @@ class ArraySource:
     def __init__(self, data, batch_size: int, gen: torch.Generator):
         self.from_numpy = isinstance(data, np.ndarray)
         self.data, self.batch_size, self.gen = check_matrix(data, "data"), batch_size, gen
-        self.n = self.data.shape[0]
 
     def batches(self) -> Batches:
         for p in itertools.count():
-            perm = torch.randperm(self.n, generator=self.gen)
+            perm = torch.randperm(len(self.data), generator=self.gen)
             for idx in perm.split(self.batch_size):
                 if self.from_numpy:
                     idx = idx.sort().values
@@ -97,21 +97,18 @@ def learn(batches: Batches, points: torch.Tensor, steps: int | None,
     dtype, device = points.dtype, points.device
     points64 = points.double()
     counts = torch.zeros(len(points), dtype=torch.float64, device=device)
-    passes: list[list] = []  # [Σ squared distances, rows] of each pass
+    totals, rows = defaultdict(float), defaultdict(int)  # Σ squared distances, rows per pass
     t = 0
     for p, xb in batches:
         if (p > 0 and steps is None) or (steps is not None and t >= steps):
             break
-        if p == len(passes):  # a new pass begins
-            passes.append([0.0, 0])
         t += 1
         xb = xb.to(device=device, dtype=dtype)
         lab, sqd = nearest(xb, points64.to(dtype))
-        passes[-1][0] += float(sqd.sum())
-        passes[-1][1] += xb.shape[0]
+        totals[p] += float(sqd.sum())
+        rows[p] += xb.shape[0]
         update(points64, counts, xb, lab, _gamma(step_size, t))
-    history = [total / rows for total, rows in passes]
-    return points64.to(dtype), counts, history, t
+    return points64.to(dtype), counts, [totals[p] / rows[p] for p in totals], t
 
 
 def update(points64: torch.Tensor, counts: torch.Tensor, xb: torch.Tensor, lab: torch.Tensor,

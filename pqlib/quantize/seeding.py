@@ -11,8 +11,7 @@ from .lloyd import chunk_rows
 
 def random_rows(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     """``k`` distinct rows of x (n, d) drawn uniformly, as a new (k, d) tensor."""
-    idx = torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)
-    return x[idx].clone()
+    return x[torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)].clone()
 
 
 def kmeans_plus_plus(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -39,10 +38,8 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Ten
     closest = sq_dist(torch.tensor(chosen, device=x.device))[:, 0]
     for _ in range(1, k):
         cum = torch.cumsum(closest, 0)
-        if cum[-1] <= 0:  # fewer distinct rows than k: take any unused row
-            unused = torch.ones(n, dtype=torch.bool)
-            unused[chosen] = False
-            chosen.append(int(unused.nonzero()[0, 0]))
+        if cum[-1] <= 0:  # fewer distinct rows than k: take the first unused row
+            chosen.append(next(i for i in range(n) if i not in chosen))
             continue
         u = torch.rand(trials, generator=gen, dtype=torch.float64).to(x.device) * cum[-1]
         candidates = torch.searchsorted(cum, u).clamp_(max=n - 1)

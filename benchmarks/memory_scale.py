@@ -19,6 +19,11 @@ the in-memory ``load(..., lazy=False)`` for comparison. The acceptance of the la
 largest folder's peak within 64 MiB of the smallest's. The record gives also the size of the
 method's output (classes × ipc images as float32), which grows with the number of classes
 whatever the source.
+
+glibc's ``malloc`` raises its mmap threshold each time a large block is freed, so later
+blocks of a class's size (a few MiB) come from the heap, which fragments and keeps growing
+class after class; ``MALLOC_MMAP_THRESHOLD_=65536`` in the environment fixes the threshold
+(the record names it).
 """
 
 from __future__ import annotations
@@ -115,8 +120,11 @@ def run(args) -> dict:
                        **measure(method, folder, args, cache, eager)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    return {"rows": rows, "settings": {k: v for k, v in vars(args).items()
-                                       if k not in ("child", "out", "data")},
+    settings = {k: v for k, v in vars(args).items() if k not in ("child", "out", "data")}
+    # glibc's malloc: a fixed mmap threshold stops its heap from growing with freed large
+    # blocks (see the module docstring)
+    settings["MALLOC_MMAP_THRESHOLD_"] = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    return {"rows": rows, "settings": settings,
             "command": "python benchmarks/memory_scale.py " + " ".join(sys.argv[1:]),
             "provenance": provenance()}
 
@@ -146,7 +154,9 @@ def table(doc: dict) -> str:
             f"Made by `{doc['command']}`. {s['per_class']} RGB {SIDE}×{SIDE} PNGs per class, "
             f"ipc {s['ipc']}; wmdd: {s['iterations']} iterations, untrained ConvNet-BN of width "
             f"{s['width']}. Each run in a fresh process with an empty cache; peak RSS = "
-            "`ru_maxrss` of that process (the imports alone: *after imports*).\n\n"
+            "`ru_maxrss` of that process (the imports alone: *after imports*). "
+            f"MALLOC_MMAP_THRESHOLD_={s.get('MALLOC_MMAP_THRESHOLD_')} (None: glibc's "
+            "default, a threshold that rises with freed blocks).\n\n"
             + "\n".join(lines) + "\n\nAcceptance (lazy source, largest vs smallest folder):\n\n"
             + "\n".join(verdicts) + "\n\n"
             f"Provenance: commit {prov.get('commit')}, CPU {prov.get('machine', {}).get('cpu')}, "

@@ -147,8 +147,10 @@ class Teacher:
 
     def check_compatible(self, data: data_mod.ImageSet | DistilledSet) -> None:
         """Raise :class:`~pqlib.checks.InvalidParameter` if this teacher cannot label ``data``
-        (other classes or image shape)."""
-        shape, k = tuple(data.images.shape[1:]), len(data.classes)
+        (other classes or image shape); ``data`` may also be a lazy image folder."""
+        # an ImageSet or a lazy image folder has image_shape (the folder decodes nothing here)
+        shape = tuple(getattr(data, "image_shape", None) or data.images.shape[1:])
+        k = len(data.classes)
         if (k, shape) != (self.num_classes, tuple(self.image_shape)):
             name = getattr(data, "name", None) or getattr(data, "meta", {}).get("dataset", "?")
             raise InvalidParameter(

@@ -3,7 +3,10 @@
 Methods work class by class: :func:`per_class` runs a function on each class's images, here or
 as one task per class on a Dask cluster (:mod:`pqlib.executor`), and the teacher features and
 prior latents are stored one shard per class (:func:`class_features`, :func:`class_latents`),
-so no step needs every class's tensors at once.
+so no step needs every class's tensors at once. ``data`` may be an in-memory
+:class:`~pqlib.data.ImageSet` or a :class:`~pqlib.imagefolder.LazyImageFolder` (whose
+``subset`` decodes only the images asked for); the helpers here use only ``labels``,
+``classes``, ``name``, ``image_shape`` and ``subset``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..cache import atomic_write, cache_dir, config_hash, md5sum
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..executor import completed, is_dask, submit
+from ..imagefolder import LazyImageFolder
 from ..report import W2, DistillReport, mean_w2, w2_pair
 from ..train import Teacher, default_device, train_teacher
 
@@ -127,8 +131,8 @@ def selection(data: ImageSet, index: torch.Tensor, **report) -> DistilledSet:
     """A DistilledSet of the real training images at ``index`` with uniform weights; ``report``:
     further :class:`~pqlib.report.DistillReport` fields (e.g. ``teacher``)."""
     index = torch.as_tensor(index, dtype=torch.int64)
-    return DistilledSet(data.images[index].clone(), data.labels[index].clone(),
-                        torch.ones(len(index)), data.classes,
+    chosen = data.subset(index)  # decodes only these images of a lazy folder
+    return DistilledSet(chosen.images, chosen.labels, torch.ones(len(index)), data.classes,
                         DistillReport(train_indices=index.tolist(), **report))
 
 
@@ -204,8 +208,11 @@ class Stages:
         return out
 
 
-def fingerprint(data: ImageSet) -> str:
-    """Short content hash of a dataset (name, shapes, labels and a strided sample of pixels)."""
+def fingerprint(data: ImageSet | LazyImageFolder) -> str:
+    """Short content hash of a dataset (name, shapes, labels and a strided sample of pixels);
+    of a lazy folder, :meth:`~pqlib.imagefolder.LazyImageFolder.fingerprint` (no decoding)."""
+    if isinstance(data, LazyImageFolder):
+        return data.fingerprint()
     h = hashlib.sha256()
     h.update(f"{data.name}|{tuple(data.images.shape)}".encode())
     h.update(data.labels.numpy().tobytes())

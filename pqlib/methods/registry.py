@@ -79,7 +79,10 @@ def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, reuse
     ----------
     method : one of :func:`methods` (``random``, ``herding``, ``kcenter``, ``dm``, ``d4m``,
         ``ddoq``, ``wmdd``)
-    data : an :class:`~pqlib.data.ImageSet`, or a dataset name (its train split is loaded)
+    data : an :class:`~pqlib.data.ImageSet`, a dataset name (its train split is loaded), or a
+        :class:`~pqlib.imagefolder.LazyImageFolder` (``load(..., lazy=True)``) for the methods
+        that work class by class (``ddoq``, ``d4m``, ``wmdd``, ``random``, ``herding``,
+        ``kcenter``), which then decode one class at a time
     ipc : images per class, 1 ≤ ipc ≤ smallest class
     seed : all randomness of the method derives from it
     reuse : load the expensive stages (DDOQ / D4M: decode; WMDD: barycenter, synthesize) from

@@ -177,7 +177,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     def synthesized():  # 3. images whose features hit the barycenter points
         g = torch.Generator().manual_seed(seed)
         start = (torch.rand((len(labels), *data.image_shape), generator=g) if init == "noise"
-                 else data.images[common.random_per_class(data, ipc, g)])
+                 else data.subset(common.random_per_class(data, ipc, g)).images)
         images, history = synthesize(teacher, start, found["points"].float(), stats,
                                      iterations=iterations, lr=lr, bn_weight=bn_weight,
                                      jitter=jitter, precision=precision, seed=seed, progress=progress)

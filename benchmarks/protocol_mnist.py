@@ -63,7 +63,7 @@ def run(args, doc: dict, out: Path) -> None:
                    "threads": torch.get_num_threads()}
             doc["rows"].append(row)
             doc["provenance"] = provenance()
-            doc["command"] = "python benchmarks/protocol_mnist.py " + " ".join(sys.argv[1:])
+            doc["command"] = "python benchmarks/protocol_mnist.py " + " ".join(_relative(sys.argv[1:]))
             with atomic_write(out, "w") as f:
                 json.dump(doc, f, indent=1)
             print(json.dumps(row), flush=True)
@@ -104,6 +104,15 @@ def write_tables(doc: dict, path: Path) -> str:
     with atomic_write(path.with_suffix(".md"), "w") as f:
         f.write(text)
     return text
+
+
+def _relative(args: list[str]) -> list[str]:
+    """Paths inside the project root as relative ones: the record shows no machine path."""
+    from pqlib.cache import project_root
+
+    root = project_root()
+    return [str(Path(a).relative_to(root)) if Path(a).is_absolute() and Path(a).is_relative_to(root)
+            else a for a in args]
 
 
 def main(argv=None) -> None:

@@ -268,7 +268,7 @@ def test_ddoq_barycenter_crosses_wmdds_weights_into_the_latent_space(mnist_slice
 
 def test_wmdd_voronoi_weights_the_same_images_by_cell_masses(digits, digits_teacher, tmp_path,
                                                              monkeypatch):
-    from pqlib.methods.common import cached_features
+    from pqlib.methods.common import class_features
     from pqlib.quantize import voronoi_weights
 
     monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
@@ -278,9 +278,8 @@ def test_wmdd_voronoi_weights_the_same_images_by_cell_masses(digits, digits_teac
     _check_set(v, 3, 10, (1, 8, 8))
     assert base.report.reused_stages == [] and v.report.reused_stages == ["barycenter", "synthesize"]
     assert torch.equal(v.images, base.images) and not torch.allclose(v.weights, base.weights)
-    feats = cached_features(digits_teacher, digits)
-    masses = torch.cat([voronoi_weights(feats[digits.labels == c], b.points)
-                        for c, b in enumerate(v.report.barycenters)])
+    masses = torch.cat([voronoi_weights(class_features(digits_teacher, digits.subset(
+        digits.labels == c)), b.points) for c, b in enumerate(v.report.barycenters)])
     torch.testing.assert_close(v.weights, masses)
     assert v.report.to_dict()["reused_stages"] == ["barycenter", "synthesize"]
     with pytest.raises(ValueError, match="weights='learned' should be one of"):

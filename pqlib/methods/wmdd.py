@@ -36,7 +36,7 @@ from ..checks import Int, OneOf, checked
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import batchnorm_inputs
-from ..report import DistillReport, class_w2
+from ..report import DistillReport, mean_w2, w2_pair
 from ..train import Teacher, autocast, resolve_precision
 from . import common
 from .registry import register
@@ -75,20 +75,45 @@ def _merge_moments(a, b):
     return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
 
 
-def cached_class_bn_statistics(teacher: Teacher, data: ImageSet) -> list[BnStatistics]:
-    """:func:`class_bn_statistics` of every class of ``data`` (indexed by class, then layer),
-    cached under ``$PQLIB_CACHE/bn_statistics`` by teacher and data."""
+def class_bn_moments(part: ImageSet, c: int, teacher: Teacher) -> BnStatistics:
+    """:func:`class_bn_statistics` of one class's images ``part`` (a task of
+    :func:`~pqlib.methods.common.per_class`), cached under ``$PQLIB_CACHE/bn_statistics``."""
     def compute() -> dict[str, torch.Tensor]:
-        out = {}
-        for c in range(data.num_classes):
-            for k, (mean, var) in enumerate(class_bn_statistics(teacher, data.of_class(c))):
-                out[f"{c}.{k}.mean"], out[f"{c}.{k}.var"] = mean, var
-        return out
+        moments = class_bn_statistics(teacher, part.images)
+        return {f"{k}.{m}": t for k, pair in enumerate(moments) for m, t in zip(("mean", "var"), pair)}
 
-    stored, _ = common.cached("bn_statistics", teacher.id, data, compute)
-    layers = len({key.split(".")[1] for key in stored})
-    return [[(stored[f"{c}.{k}.mean"], stored[f"{c}.{k}.var"]) for k in range(layers)]
-            for c in range(data.num_classes)]
+    stored, _ = common.cached("bn_statistics", teacher.id, part, compute)
+    return [(stored[f"{k}.mean"], stored[f"{k}.var"]) for k in range(len(stored) // 2)]
+
+
+def cached_class_bn_statistics(teacher: Teacher, data: ImageSet, *, pool=None,
+                               progress: bool = False) -> list[BnStatistics]:
+    """:func:`class_bn_statistics` of every class of ``data`` (indexed by class, then layer),
+    cached one file per class (:func:`class_bn_moments`), computed here or on ``pool``."""
+    return common.per_class(class_bn_moments, data, teacher, pool=pool,
+                            desc="wmdd BN statistics", progress=progress)
+
+
+def class_barycenter(part: ImageSet, c: int, teacher: Teacher, ipc: int, *, seed: int, **options):
+    """The barycenter (``ipc`` points, seed ``seed + c``) of one class's teacher features (a task
+    of :func:`~pqlib.methods.common.per_class`); ``options`` of
+    :func:`pqlib.transport.barycenter`."""
+    from ..transport import barycenter
+
+    return barycenter(common.class_features(teacher, part), ipc, seed=seed + c, **options)
+
+
+def class_w2_pairs(part: ImageSet, c: int, teacher: Teacher, points: torch.Tensor,
+                   weights: torch.Tensor | None, synthesized: torch.Tensor, ipc: int) -> tuple:
+    """One class's W2 pairs (:func:`~pqlib.report.w2_pair`) between its teacher features and
+    the barycenter ``points`` / the ``synthesized`` images' features (rows ``c·ipc`` on), with
+    the ``weights`` of those rows, or the Voronoi masses of the points when ``weights`` is None.
+    Returns (pair of the points, pair of the synthesized features, the weights used)."""
+    from ..quantize import voronoi_weights
+
+    feats, rows = common.class_features(teacher, part), slice(c * ipc, (c + 1) * ipc)
+    w = voronoi_weights(feats, points[rows]).float() if weights is None else weights[rows]
+    return w2_pair(feats, points[rows], w), w2_pair(feats, synthesized[rows], w), w
 
 
 @register("wmdd")
@@ -98,7 +123,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
             learn_weights: bool = True, barycenter_iters: int = 10, iterations: int = 500,
             lr: float = 0.1, bn_weight: float = 1.0, init: str = "noise", jitter: bool = True,
             precision: str = "auto", weights: str = "barycenter", reuse: bool = False,
-            progress: bool = True) -> DistilledSet:
+            pool=None, progress: bool = True) -> DistilledSet:
     """WMDD: images whose teacher features hit per-class barycenter points, with BN regulariser.
 
     Parameters
@@ -119,6 +144,8 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
         ``"voronoi"``, the Voronoi masses of its support points among the class's features
     reuse : take the barycenters and images from the stage cache (see :func:`pqlib.distill`);
         ``weights`` is not part of the key, so ``wmdd`` and ``wmdd-voronoi`` share them
+    pool : run the per-class stages (barycenters, BatchNorm statistics, W2) as one task per
+        class on this executor (:func:`pqlib.executor.executor`; default: here)
 
     Returns
     -------
@@ -126,17 +153,16 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     the W2 of the barycenters (``w2_feature``) and of the synthesized images
     (``w2_feature_synthesized``) to each class's features, the loss history and the barycenters.
     """
-    from ..quantize import voronoi_weights
-    from ..transport import Barycenter, barycenter
+    from ..transport import Barycenter
 
     teacher = common.resolve_teacher(teacher, data, progress=progress)
     stages = common.Stages(data, teacher.id, reuse=reuse, ipc=ipc, seed=seed)
-    feats = common.cached_features(teacher, data)
     labels = torch.arange(data.num_classes).repeat_interleave(ipc)
 
     def barycenters():  # 1. per-class barycenters of the teacher features
-        barys = [barycenter(feats[data.labels == c], ipc, learn_weights=learn_weights,
-                            iters=barycenter_iters, seed=seed + c) for c in range(data.num_classes)]
+        barys = common.per_class(class_barycenter, data, teacher, ipc, pool=pool,
+                                 desc="wmdd barycenters", progress=progress, seed=seed,
+                                 learn_weights=learn_weights, iters=barycenter_iters)
         return {"points": torch.cat([b.points for b in barys]), "history": torch.tensor(
                 [b.history for b in barys], dtype=torch.float64),
                 "weights": torch.cat([b.weights for b in barys])}
@@ -144,17 +170,14 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     found = stages.run("barycenter", barycenters, learn_weights=learn_weights, iters=barycenter_iters)
     barys = [Barycenter(p, w, tuple(h.tolist())) for p, w, h in zip(
         found["points"].split(ipc), found["weights"].split(ipc), found["history"])]
-    w = torch.cat([b.weights.float() if weights == "barycenter" else
-                   voronoi_weights(feats[data.labels == c], b.points).float()
-                   for c, b in enumerate(barys)])
-    w2 = class_w2(feats, data.labels, found["points"], labels, w)
     with stages("bn_statistics"):  # 2. per-class BatchNorm statistics of the real images
-        stats = cached_class_bn_statistics(teacher, data)
+        stats = cached_class_bn_statistics(teacher, data, pool=pool, progress=progress)
+    w = torch.cat([b.weights.float() for b in barys]) if weights == "barycenter" else None
 
     def synthesized():  # 3. images whose features hit the barycenter points
         g = torch.Generator().manual_seed(seed)
         start = (torch.rand((len(labels), *data.image_shape), generator=g) if init == "noise"
-                 else data.images[common.random_per_class(data, ipc, g)])
+                 else data.subset(common.random_per_class(data, ipc, g)).images)
         images, history = synthesize(teacher, start, found["points"].float(), stats,
                                      iterations=iterations, lr=lr, bn_weight=bn_weight,
                                      jitter=jitter, precision=precision, seed=seed, progress=progress)
@@ -163,7 +186,14 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     out = stages.run("synthesize", synthesized, iterations=iterations, lr=lr, bn_weight=bn_weight,
                      init=init, jitter=jitter, precision=resolve_precision(precision))
     images, history = out["images"], out["history"].tolist()
-    w2_synthesized = class_w2(feats, data.labels, common.features(teacher, images), labels, w)
+    # the W2 of the barycenters and of the synthesized images to each class's features, and
+    # the Voronoi masses of the support points when they are the training weights
+    w2s = common.per_class(class_w2_pairs, data, teacher, found["points"], w,
+                           common.features(teacher, images), ipc, pool=pool,
+                           desc="wmdd W2", progress=progress)
+    pairs, w2_pairs_synthesized, masses = zip(*w2s)
+    w = torch.cat(masses) if w is None else w
+    w2, w2_synthesized = mean_w2(pairs), mean_w2(w2_pairs_synthesized)
     report = DistillReport(
         teacher=teacher.id, stage_seconds=stages.seconds, reused_stages=stages.reused,
         w2_feature=w2, w2_feature_synthesized=w2_synthesized, barycenters=tuple(barys),

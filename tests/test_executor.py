@@ -69,3 +69,30 @@ def test_a_killed_worker_loses_and_duplicates_nothing(cluster, digits, tmp_path)
     assert (tmp_path / "killed").exists()
     assert out == [(c, c, n) for c, n in enumerate(digits.class_counts().tolist())]
     assert {int(line) for line in log.read_text().split()} == set(range(10))
+
+
+def test_a_lazy_folder_is_decoded_by_the_workers(cluster, tmp_path):
+    """From a lazy image folder each task decodes its own class: the same set as here, and the
+    machine that submits decodes nothing."""
+    import numpy as np
+    from PIL import Image
+
+    from pqlib.data import load
+    from pqlib.imagefolder import LazyImageFolder
+
+    rng = np.random.default_rng(0)
+    for c in "abc":
+        (tmp_path / c).mkdir()
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    lazy = load(f"imagefolder:{tmp_path}", lazy=True)
+    here = distill("ddoq", lazy, 2, seed=0, prior="pixel", progress=False)
+    decoded = []
+    original = LazyImageFolder.subset
+    LazyImageFolder.subset = lambda self, index: decoded.append(index) or original(self, index)
+    try:
+        there = distill("ddoq", lazy, 2, seed=0, prior="pixel", progress=False, pool=cluster)
+    finally:
+        LazyImageFolder.subset = original
+    _same(here, there)
+    assert decoded == []  # in this process: the workers decoded every class

@@ -146,27 +146,46 @@ def select_per_class(data: ImageSet, teacher: Teacher | str | None, pick, *,
     return selection(data, torch.cat(chosen), teacher=teacher.id)
 
 
-def per_class(fn, data: ImageSet, *args, pool=None, desc: str = "classes", progress: bool = True,
-              **kwargs) -> list:
+def per_class(fn, data: ImageSet | LazyImageFolder, *args, pool=None, desc: str = "classes",
+              progress: bool = True, **kwargs) -> list:
     """``fn(part, c, *args, **kwargs)`` for every class c, ``part`` = the class's images (an
     :class:`~pqlib.data.ImageSet`): here, one class after the other, or as one task per class
-    on ``pool`` (:func:`pqlib.executor.executor`). Returns the results in class order."""
-    parts = ((data.subset(idx), c) for c, idx in enumerate(class_indices(data)))
+    on ``pool`` (:func:`pqlib.executor.executor`). Returns the results in class order.
+
+    On a Dask cluster the ``args`` (prior, teacher, ...) go to every worker once, and a
+    :class:`~pqlib.imagefolder.LazyImageFolder` too: each task decodes its class's images on
+    its worker (so the workers must see the folder at the same path), and the machine that
+    submits holds no pixels."""
+    lazy = isinstance(data, LazyImageFolder)
     with tqdm(total=data.num_classes, desc=desc, unit="class", disable=not progress,
               mininterval=2.0) as bar:
         if pool is None:
             out = []
-            for part, c in parts:
-                out.append(fn(part, c, *args, **kwargs))
+            for c, idx in enumerate(class_indices(data)):
+                out.append(fn(data.subset(idx), c, *args, **kwargs))
                 bar.update()
             return out
-        if is_dask(pool):  # the shared arguments (prior, teacher, ...) go to each worker once
+        if is_dask(pool):
             args = [pool.scatter([a], broadcast=True, hash=False)[0] for a in args]
-        futures = [submit(pool, fn, part, c, *args, name=f"{desc}-{c}", **kwargs)
-                   for part, c in parts]
+            source = pool.scatter([data], broadcast=True, hash=False)[0] if lazy else None
+        else:
+            source = data
+
+        def task(c: int, idx: torch.Tensor):
+            if lazy:  # decoded by the task
+                return submit(pool, _class_task, fn, source, idx, c, *args, name=f"{desc}-{c}",
+                              **kwargs)
+            return submit(pool, fn, data.subset(idx), c, *args, name=f"{desc}-{c}", **kwargs)
+
+        futures = [task(c, idx) for c, idx in enumerate(class_indices(data))]
         for _ in completed(futures):
             bar.update()
         return [f.result() for f in futures]
+
+
+def _class_task(fn, source: LazyImageFolder, idx: torch.Tensor, c: int, *args, **kwargs):
+    """One class's task of :func:`per_class` from a lazy folder: decode, then ``fn``."""
+    return fn(source.subset(idx), c, *args, **kwargs)
 
 
 class Stages:

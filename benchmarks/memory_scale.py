@@ -63,7 +63,8 @@ def make_folder(root: Path, classes: int, per_class: int, seed: int = 0) -> Path
     return root
 
 
-def child(method: str, folder: str, ipc: int, iterations: int, width: int, eager: bool) -> dict:
+def child(method: str, folder: str, ipc: int, iterations: int, width: int, eager: bool,
+          class_block: int | None = None) -> dict:
     """One measurement, in this (fresh) process: the peak RSS in MiB and the seconds."""
     import torch
 
@@ -83,7 +84,8 @@ def child(method: str, folder: str, ipc: int, iterations: int, width: int, eager
         model = ConvNet(shape[0], k, shape[1], width=width, norm="batch").eval()
         teacher = Teacher(model, 0.0, "convnet_bn", data.name,
                           {"init": "random", "width": width, "seed": 0}, 0.0, k, shape)
-        out = distill("wmdd", data, ipc, teacher=teacher, iterations=iterations, progress=False)
+        out = distill("wmdd", data, ipc, teacher=teacher, iterations=iterations,
+                      class_block=class_block, progress=False)
     return {"seconds": round(time.perf_counter() - start, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "rss_after_imports_mib": round(base, 1), "images": len(data),
@@ -97,7 +99,8 @@ def measure(method: str, folder: Path, args, cache: Path, eager: bool = False) -
     cache.mkdir(parents=True)
     env = dict(os.environ, PQLIB_CACHE=str(cache))
     cmd = [sys.executable, __file__, "--child", method, str(folder), "--ipc", str(args.ipc),
-           "--iterations", str(args.iterations), "--width", str(args.width)]
+           "--iterations", str(args.iterations), "--width", str(args.width),
+           *(["--class-block", str(args.class_block)] if args.class_block else [])]
     res = subprocess.run(cmd + (["--eager"] if eager else []), env=env, capture_output=True,
                          text=True)
     if res.returncode != 0:
@@ -153,7 +156,7 @@ def table(doc: dict) -> str:
     return ("## Peak memory of distilling a lazy image folder\n\n"
             f"Made by `{doc['command']}`. {s['per_class']} RGB {SIDE}×{SIDE} PNGs per class, "
             f"ipc {s['ipc']}; wmdd: {s['iterations']} iterations, untrained ConvNet-BN of width "
-            f"{s['width']}. Each run in a fresh process with an empty cache; peak RSS = "
+            f"{s['width']}, class_block {s.get('class_block')}. Each run in a fresh process with an empty cache; peak RSS = "
             "`ru_maxrss` of that process (the imports alone: *after imports*). "
             f"MALLOC_MMAP_THRESHOLD_={s.get('MALLOC_MMAP_THRESHOLD_')} (None: glibc's "
             "default, a threshold that rises with freed blocks).\n\n"
@@ -172,13 +175,15 @@ def main(argv=None) -> None:
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--width", type=int, default=16, help="channels of the wmdd teacher")
+    ap.add_argument("--class-block", type=int, help="wmdd's class_block (default: one block)")
     ap.add_argument("--eager", action="store_true", help="also ddoq on the in-memory load")
     ap.add_argument("--data", help="folder for the generated image folders (kept)")
     ap.add_argument("--out", default="results/benchmarks/memory_scale.json")
     ap.add_argument("--child", nargs=2, metavar=("METHOD", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(*args.child, args.ipc, args.iterations, args.width, args.eager)))
+        print(json.dumps(child(*args.child, args.ipc, args.iterations, args.width, args.eager,
+                               args.class_block)))
         return
     from pqlib.cache import atomic_write
 

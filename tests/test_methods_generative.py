@@ -307,3 +307,17 @@ def test_reuse_shares_decoded_images_between_weightings(mnist_slice, prior, tmp_
     distill("ddoq", mnist_slice, 2, seed=1, prior=prior, reuse=True, strength=0.5, **FAST)
     assert len(calls) == 3
     assert distill("random", mnist_slice, 1, reuse=True).report.reused_stages is None
+
+
+def test_wmdd_in_class_blocks(digits, digits_teacher):
+    """class_block: one block of every class is the default bit for bit; smaller blocks give
+    the same barycenters and weights, other jitter draws, a falling loss."""
+    kw = dict(seed=0, teacher=digits_teacher, iterations=6, progress=False)
+    one = distill("wmdd", digits, 2, **kw)
+    same = distill("wmdd", digits, 2, class_block=10, **kw)
+    assert torch.equal(one.images, same.images) and one.report.loss_history == same.report.loss_history
+    blocks = distill("wmdd", digits, 2, class_block=3, **kw)
+    _check_set(blocks, 2, 10, (1, 8, 8))
+    assert torch.equal(blocks.weights, one.weights) and not torch.equal(blocks.images, one.images)
+    first, last = blocks.report.loss_first_last
+    assert last < first

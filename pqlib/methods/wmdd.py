@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from ..augment import default_augmentation
-from ..checks import Int, OneOf, checked
+from ..checks import Int, OneOf, Optional, checked
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import batchnorm_inputs
@@ -118,12 +118,12 @@ def class_w2_pairs(part: ImageSet, c: int, teacher: Teacher, points: torch.Tenso
 
 @register("wmdd")
 @checked(init=OneOf("noise", "real"), iterations=Int(0), barycenter_iters=Int(1),
-         weights=OneOf("barycenter", "voronoi"))
+         weights=OneOf("barycenter", "voronoi"), class_block=Optional | Int(1))
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str | None = None,
             learn_weights: bool = True, barycenter_iters: int = 10, iterations: int = 500,
             lr: float = 0.1, bn_weight: float = 1.0, init: str = "noise", jitter: bool = True,
-            precision: str = "auto", weights: str = "barycenter", reuse: bool = False,
-            pool=None, progress: bool = True) -> DistilledSet:
+            precision: str = "auto", weights: str = "barycenter", class_block: int | None = None,
+            reuse: bool = False, pool=None, progress: bool = True) -> DistilledSet:
     """WMDD: images whose teacher features hit per-class barycenter points, with BN regulariser.
 
     Parameters
@@ -138,6 +138,10 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     bn_weight : λ, weight of the per-class BatchNorm-statistics term
     init : ``"noise"`` (uniform noise, the paper) or ``"real"`` (random real images)
     jitter : random augmentation of the synthetic batch at every step
+    class_block : synthesize the images of ``class_block`` classes at a time (block b seeds its
+        jitter with ``seed + b``) instead of all classes in one batch: memory no longer grows
+        with the number of classes; the same optimisation up to the jitter draws (default: one
+        block, as the paper)
     precision : teacher forward/backward in ``"bf16"`` autocast or ``"fp32"`` (``"auto"``: bf16
         where it is native); the statistics and the losses are computed in float32
     weights : training weights: the barycenter's (default; uniform if not ``learn_weights``) or
@@ -178,13 +182,24 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
         g = torch.Generator().manual_seed(seed)
         start = (torch.rand((len(labels), *data.image_shape), generator=g) if init == "noise"
                  else data.subset(common.random_per_class(data, ipc, g)).images)
-        images, history = synthesize(teacher, start, found["points"].float(), stats,
-                                     iterations=iterations, lr=lr, bn_weight=bn_weight,
-                                     jitter=jitter, precision=precision, seed=seed, progress=progress)
-        return {"images": images, "history": torch.tensor(history, dtype=torch.float64).view(-1, 3)}
+        block = class_block or data.num_classes
+        parts = [synthesize(teacher, start[first * ipc : (first + block) * ipc],
+                            found["points"][first * ipc : (first + block) * ipc].float(),
+                            stats[first : first + block], iterations=iterations, lr=lr,
+                            bn_weight=bn_weight, jitter=jitter, precision=precision,
+                            seed=seed + b, progress=progress)
+                 for b, first in enumerate(range(0, data.num_classes, block))]
+        hist = [torch.tensor(h, dtype=torch.float64).view(-1, 3) for _, h in parts]
+        if len(hist) > 1:  # per step: the blocks' mean feature loss, summed BN loss, the total
+            n = torch.tensor([len(images) for images, _ in parts], dtype=torch.float64)
+            feature = sum(h[:, 1] * share for h, share in zip(hist, n / n.sum()))
+            bn = sum(h[:, 2] for h in hist)
+            hist = [torch.stack([feature + bn_weight * bn / data.num_classes, feature, bn], 1)]
+        return {"images": torch.cat([images for images, _ in parts]), "history": hist[0]}
 
     out = stages.run("synthesize", synthesized, iterations=iterations, lr=lr, bn_weight=bn_weight,
-                     init=init, jitter=jitter, precision=resolve_precision(precision))
+                     init=init, jitter=jitter, precision=resolve_precision(precision),
+                     **({"class_block": class_block} if class_block else {}))
     images, history = out["images"], out["history"].tolist()
     # the W2 of the barycenters and of the synthesized images to each class's features, and
     # the Voronoi masses of the support points when they are the training weights

@@ -163,7 +163,7 @@ def per_class(fn, data: ImageSet | LazyImageFolder, *args, pool=None, desc: str 
             out = []
             for c, idx in enumerate(class_indices(data)):
                 out.append(fn(data.subset(idx), c, *args, **kwargs))
-                _release_freed_memory()
+                release_freed_memory()
                 bar.update()
             return out
         if is_dask(pool):
@@ -184,10 +184,10 @@ def per_class(fn, data: ImageSet | LazyImageFolder, *args, pool=None, desc: str 
         return [f.result() for f in futures]
 
 
-def _release_freed_memory() -> None:
-    """Give the memory freed by a class back to the system (glibc's ``malloc_trim``; a no-op
-    elsewhere): otherwise the heap grows class after class with blocks a class no longer
-    uses. (Dask's workers do the same through ``MALLOC_TRIM_THRESHOLD_``.)"""
+def release_freed_memory() -> None:
+    """Give freed memory back to the system (glibc's ``malloc_trim``; a no-op elsewhere), after
+    a class or a block of classes: otherwise the heap grows class after class with blocks a
+    class no longer uses. (Dask's workers do the same through ``MALLOC_TRIM_THRESHOLD_``.)"""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 

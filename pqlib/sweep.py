@@ -24,9 +24,10 @@ when it succeeded, so an interrupted sweep leaves no half-written file; a failin
 recorded with its error in ``<records>/failed/`` and the others go on; the exit status is
 non-zero if any run failed.
 
-Runs go through an *executor*: anything with ``submit(fn, *args) -> Future``.
-:class:`LocalExecutor` runs them in local kernels (``workers`` at a time); a
-``dask.distributed.Client`` has the same ``submit`` and can be passed instead.
+Runs go through an executor (:mod:`pqlib.executor`): ``"local"`` runs ``workers`` kernels at
+a time on this machine; ``"dask"`` submits each run as a task to a Dask cluster (a new
+``LocalCluster`` of ``workers`` processes, or the one at ``scheduler``), where a run whose
+worker dies is started again on another. Resuming is the same either way: the records decide.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,9 +46,11 @@ import yaml
 from tqdm import tqdm
 
 from .cache import atomic_dir, atomic_write, project_root, write_json
+from .executor import completed, submit
+from .executor import executor as start_executor
 from .provenance import CHECKOUT, provenance
 
-__all__ = ["Run", "Profile", "load_profile", "plan", "run_sweep", "execute_run", "LocalExecutor",
+__all__ = ["Run", "Profile", "load_profile", "plan", "run_sweep", "execute_run",
            "SweepReport", "notebook_parameters", "PROFILES", "NOTEBOOK"]
 
 #: The shipped profiles (package data): ``load_profile("smoke")`` reads ``PROFILES/smoke.yaml``.
@@ -193,14 +196,6 @@ def plan(profile: Profile | str, *, only: list[str] | None = None,
     return [r for r in runs if _matches(r, only or [])]
 
 
-class LocalExecutor(ThreadPoolExecutor):
-    """Runs jobs in this process's threads, ``workers`` at a time; each run starts its own
-    Jupyter kernel process."""
-
-    def __init__(self, workers: int = 1):
-        super().__init__(max(1, int(workers)))
-
-
 def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBOOK,
                 keep_record: bool = False, cwd: str | Path | None = None) -> dict:
     """Execute one run with papermill; move its outputs into place on success.
@@ -297,14 +292,17 @@ class SweepReport:
 
 
 def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: int | None = None,
-              executor=None, force: bool = False, notebooks: bool = False,
-              progress: bool = True, root: str | Path | None = None) -> SweepReport:
+              executor="local", scheduler: str | None = None, force: bool = False,
+              notebooks: bool = False, progress: bool = True,
+              root: str | Path | None = None) -> SweepReport:
     """Run every unfinished run of a profile; see the module docstring.
 
     ``force``: re-run the done runs too (replacing their records). ``notebooks``: execute only
     the done runs that have no notebook, writing the notebook and the distilled set and leaving
     the record untouched (with ``force``, the record is replaced by the new execution's).
     ``root``: the project root the profile's folders are under (:func:`pqlib.cache.project_root`).
+    ``executor``: ``"local"``, ``"dask"`` (with ``scheduler``: the address of a running
+    cluster) or a pool with ``submit`` (see :func:`pqlib.executor.executor`).
     """
     prof = load_profile(profile, root=root)
     runs = plan(prof, only=only)
@@ -320,8 +318,6 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
     shutil.rmtree(prof.records / ".staging", ignore_errors=True)  # leftovers of an interrupted sweep
     workers = workers or prof.workers
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    own = executor is None
-    executor = executor or LocalExecutor(workers)
     ok, failed, kept = [], {}, {}
     recorded = {r.name: r.recorded() for r in todo} if notebooks else {}
     start = time.perf_counter()
@@ -330,12 +326,14 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
               f"{len(skipped)} already done, {len(todo)} to run ({workers} at a time)"
               + (f"; records {'replaced (--force)' if force else 'left untouched'}, "
                  f"{len(missing)} without a record not run" if notebooks else ""))
-    try:
+    pool = (start_executor(executor, workers=workers, scheduler=scheduler)
+            if isinstance(executor, str) else nullcontext(executor))
+    with pool as ex, bar:
         # a notebook re-created for a record uses the record's thread count, to match it
-        futures = [executor.submit(execute_run, r, keep_record=keep, cwd=prof.root,
-                                   threads=recorded_threads(recorded.get(r.name, {})) or threads)
+        futures = [submit(ex, execute_run, r, name=r.name, keep_record=keep, cwd=prof.root,
+                          threads=recorded_threads(recorded.get(r.name, {})) or threads)
                    for r in todo]
-        for fut in as_completed(futures):
+        for fut in completed(futures):
             res = fut.result()
             if res["status"] == "ok":
                 ok.append(res["run"])
@@ -347,9 +345,5 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
                 bar.write(f"FAILED {res['run']}: {res['error'].splitlines()[0][:300]}")
             bar.set_postfix(ok=len(ok), failed=len(failed))
             bar.update(1)
-    finally:
-        bar.close()
-        if own:
-            executor.shutdown(wait=True, cancel_futures=True)
     return SweepReport(prof.name, skipped, ok, failed, time.perf_counter() - start,
                        records_kept=kept, todo=missing)

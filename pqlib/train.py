@@ -125,7 +125,7 @@ class Teacher:
     Attributes
     ----------
     model : the network, in eval mode
-    accuracy : test accuracy in percent
+    accuracy : test accuracy in percent (``None`` for weights given without one)
     arch, dataset : what it is and what it was trained on
     config : the training configuration (its hash names the cached weights)
     seconds : wall time of the training that produced the weights
@@ -133,7 +133,7 @@ class Teacher:
     """
 
     model: nn.Module
-    accuracy: float
+    accuracy: float | None
     arch: str
     dataset: str
     config: dict
@@ -147,8 +147,10 @@ class Teacher:
 
     def check_compatible(self, data: data_mod.ImageSet | DistilledSet) -> None:
         """Raise :class:`~pqlib.checks.InvalidParameter` if this teacher cannot label ``data``
-        (other classes or image shape)."""
-        shape, k = tuple(data.images.shape[1:]), len(data.classes)
+        (other classes or image shape); ``data`` may also be a lazy image folder."""
+        # an ImageSet or a lazy image folder has image_shape (the folder decodes nothing here)
+        shape = tuple(getattr(data, "image_shape", None) or data.images.shape[1:])
+        k = len(data.classes)
         if (k, shape) != (self.num_classes, tuple(self.image_shape)):
             name = getattr(data, "name", None) or getattr(data, "meta", {}).get("dataset", "?")
             raise InvalidParameter(

@@ -268,7 +268,7 @@ def test_ddoq_barycenter_crosses_wmdds_weights_into_the_latent_space(mnist_slice
 
 def test_wmdd_voronoi_weights_the_same_images_by_cell_masses(digits, digits_teacher, tmp_path,
                                                              monkeypatch):
-    from pqlib.methods.common import cached_features
+    from pqlib.methods.common import class_features
     from pqlib.quantize import voronoi_weights
 
     monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
@@ -278,9 +278,8 @@ def test_wmdd_voronoi_weights_the_same_images_by_cell_masses(digits, digits_teac
     _check_set(v, 3, 10, (1, 8, 8))
     assert base.report.reused_stages == [] and v.report.reused_stages == ["barycenter", "synthesize"]
     assert torch.equal(v.images, base.images) and not torch.allclose(v.weights, base.weights)
-    feats = cached_features(digits_teacher, digits)
-    masses = torch.cat([voronoi_weights(feats[digits.labels == c], b.points)
-                        for c, b in enumerate(v.report.barycenters)])
+    masses = torch.cat([voronoi_weights(class_features(digits_teacher, digits.subset(
+        digits.labels == c)), b.points) for c, b in enumerate(v.report.barycenters)])
     torch.testing.assert_close(v.weights, masses)
     assert v.report.to_dict()["reused_stages"] == ["barycenter", "synthesize"]
     with pytest.raises(ValueError, match="weights='learned' should be one of"):
@@ -308,3 +307,17 @@ def test_reuse_shares_decoded_images_between_weightings(mnist_slice, prior, tmp_
     distill("ddoq", mnist_slice, 2, seed=1, prior=prior, reuse=True, strength=0.5, **FAST)
     assert len(calls) == 3
     assert distill("random", mnist_slice, 1, reuse=True).report.reused_stages is None
+
+
+def test_wmdd_in_class_blocks(digits, digits_teacher):
+    """class_block: one block of every class is the default bit for bit; smaller blocks give
+    the same barycenters and weights, other jitter draws, a falling loss."""
+    kw = dict(seed=0, teacher=digits_teacher, iterations=6, progress=False)
+    one = distill("wmdd", digits, 2, **kw)
+    same = distill("wmdd", digits, 2, class_block=10, **kw)
+    assert torch.equal(one.images, same.images) and one.report.loss_history == same.report.loss_history
+    blocks = distill("wmdd", digits, 2, class_block=3, **kw)
+    _check_set(blocks, 2, 10, (1, 8, 8))
+    assert torch.equal(blocks.weights, one.weights) and not torch.equal(blocks.images, one.images)
+    first, last = blocks.report.loss_first_last
+    assert last < first

@@ -6,9 +6,11 @@ import importlib.util
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: The library-shape issue's budget for pqlib/: 3,300 statements (logical lines outside
-#: docstrings, so line wrapping does not count; about 3,600 when the issue was filed).
-STATEMENTS = 3300
+#: pqlib/'s budget of statements (logical lines outside docstrings, so line wrapping does not
+#: count). The library-shape issue set 3,300 (about 3,600 when it was filed; 3,294 when it was
+#: met, commit 8ce5b83); the scale issue then added the Dask executor, the class tasks, the lazy
+#: image folder and the GPU recipe from the command line (+226). New code comes with its cuts.
+STATEMENTS = 3550
 spec = importlib.util.spec_from_file_location("shape", REPO / "tools" / "shape.py")
 shape = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(shape)

@@ -197,3 +197,31 @@ def test_sweep_submits_the_largest_ipc_first(tmp_path):
     assert [n.split("-")[3] for n in ex.submitted] == ["ipc10", "ipc10", "ipc2", "ipc2", "ipc1", "ipc1"]
     assert ex.submitted[:2] == ["tiny-digits-random-ipc10-s0", "tiny-digits-kc-ipc10-s0"]  # stable
     assert sorted(report.ok) == sorted(ex.submitted)
+
+
+def test_sweep_on_a_dask_cluster_runs_and_resumes(tmp_path, digits_teacher):
+    path = _profile(tmp_path, {"random": {"method": "random"}}, seeds=(0, 1))
+    report = run_sweep(path, executor="dask", workers=2, progress=False)
+    names = ["tiny-digits-random-ipc1-s0", "tiny-digits-random-ipc1-s1"]
+    assert sorted(report.ok) == names and report.exit_status == 0
+    for name in names:
+        rec = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+        assert rec["status"] == "ok" and rec["run"] == name and set(rec["accuracy"]) == {"soft", "hard"}
+        assert (tmp_path / "runs" / f"{name}.ipynb").exists()
+    again = run_sweep(path, executor="dask", workers=2, progress=False)
+    assert sorted(again.skipped) == names and again.ok == [] and again.exit_status == 0
+
+
+def test_sweep_executor_errors_name_the_fix(tmp_path):
+    from pqlib.checks import InvalidParameter
+    from pqlib.executor import executor
+
+    path = _profile(tmp_path, {"random": {"method": "random"}})
+    with pytest.raises(InvalidParameter, match="'threads' is not one of"):
+        run_sweep(path, executor="threads", progress=False)
+    with pytest.raises(InvalidParameter, match="needs the dask executor"):
+        run_sweep(path, scheduler="tcp://127.0.0.1:9", progress=False)
+    with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
+        with executor("dask", scheduler="tcp://127.0.0.1:9"):
+            pass
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").glob("*.json"))

@@ -1,34 +1,93 @@
-"""Helpers shared by methods: teachers, features, per-class indices, caches, stage timing."""
+"""Helpers shared by methods: teachers, features, per-class work and caches, stage timing.
+
+Methods work class by class: :func:`per_class` runs a function on each class's images, here or
+as one task per class on a Dask cluster (:mod:`pqlib.executor`), and the teacher features and
+prior latents are stored one shard per class (:func:`class_features`, :func:`class_latents`),
+so no step needs every class's tensors at once. ``data`` may be an in-memory
+:class:`~pqlib.data.ImageSet` or a :class:`~pqlib.imagefolder.LazyImageFolder` (whose
+``subset`` decodes only the images asked for); the helpers here use only ``labels``,
+``classes``, ``name``, ``image_shape`` and ``subset``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
+from tqdm import tqdm
 
-from ..cache import atomic_write, cache_dir, config_hash
+from ..cache import atomic_write, cache_dir, config_hash, md5sum
 from ..data import ImageSet
 from ..distilled import DistilledSet
-from ..report import W2, DistillReport, class_w2
-from ..train import Teacher, train_teacher
+from ..executor import completed, is_dask, submit
+from ..imagefolder import LazyImageFolder
+from ..report import W2, DistillReport, mean_w2, w2_pair
+from ..train import Teacher, default_device, train_teacher
 
-__all__ = ["resolve_teacher", "features", "cached_features", "feature_w2", "selection", "resolve_prior",
-           "encoded_latents", "fingerprint", "cached", "class_indices", "random_per_class",
-           "select_per_class", "as_found", "Stages"]
+__all__ = ["resolve_teacher", "features", "class_features", "feature_w2", "selection",
+           "resolve_prior", "class_latents", "fingerprint", "cached", "class_indices",
+           "random_per_class", "select_per_class", "per_class", "as_found", "Stages"]
 
 
-def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: bool = True) -> Teacher:
-    """A :class:`~pqlib.train.Teacher` for ``data``: given, or by architecture name (default
-    ``"convnet_bn"``), trained once and cached. Raises if it was trained on other data."""
+def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: bool = True,
+                    device=None) -> Teacher:
+    """A :class:`~pqlib.train.Teacher` for ``data``: given, or named by a string —
+
+    * ``"ARCH"`` (default ``"convnet_bn"``): trained on ``data.name`` once and cached;
+    * ``"PATH.safetensors"``: a teacher saved by :meth:`~pqlib.train.Teacher.save`;
+    * ``"ARCH:PATH.safetensors"``: the plain state dict of a pqlib ``ARCH`` network for
+      ``data``'s images and classes (e.g. a converted pretrained ResNet-18, as WMDD uses).
+
+    ``device``: where a named teacher goes (default: CUDA when available). Raises if the
+    teacher takes other images or classes than ``data``'s.
+    """
+    from ..train import load_teacher
+
     if teacher is None or isinstance(teacher, str):
-        teacher = train_teacher(data.name, teacher or "convnet_bn", progress=progress)
+        arch, sep, path = (teacher or "convnet_bn").rpartition(":")
+        if sep:
+            teacher = teacher_from_weights(path, arch, data, device=device)
+        elif path.endswith(".safetensors"):
+            teacher = load_teacher(path, device=default_device(device))
+        else:
+            teacher = train_teacher(data.name, path, progress=progress, device=device)
     if not isinstance(teacher, Teacher):
         raise TypeError(f"teacher must be a pqlib.train.Teacher or an architecture name, got {type(teacher).__name__}")
     teacher.check_compatible(data)
     return teacher
+
+
+def teacher_from_weights(path: str | Path, arch: str, data: ImageSet, *, device=None) -> Teacher:
+    """A :class:`~pqlib.train.Teacher` from the state dict in ``path`` (safetensors) of the
+    pqlib network ``arch`` built for ``data``'s image shape and classes; its accuracy is
+    unknown (``None``) and its id names the file's md5."""
+    from ..checks import CorruptFile, InvalidParameter
+    from ..models import build
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher weights {str(path)!r} not found")
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        raise CorruptFile(path, "safetensors weights file", "replace it with the exported "
+                          f"state dict of a {arch} ({type(err).__name__})") from None
+    (c, h, _), k = data.image_shape, data.num_classes
+    model = build(arch, c, k, h)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), "")
+        raise InvalidParameter(
+            f"teacher weights {str(path)!r} do not fit a pqlib {arch!r} for {data.name!r} "
+            f"({k} classes, images {data.image_shape}): {detail}; export the weights of a "
+            f"network trained on these classes") from None
+    return Teacher(model.to(default_device(device)).eval(), None, arch, data.name,
+                   {"weights": path.name, "md5": md5sum(path)}, 0.0, k, data.image_shape)
 
 
 @contextmanager
@@ -72,8 +131,8 @@ def selection(data: ImageSet, index: torch.Tensor, **report) -> DistilledSet:
     """A DistilledSet of the real training images at ``index`` with uniform weights; ``report``:
     further :class:`~pqlib.report.DistillReport` fields (e.g. ``teacher``)."""
     index = torch.as_tensor(index, dtype=torch.int64)
-    return DistilledSet(data.images[index].clone(), data.labels[index].clone(),
-                        torch.ones(len(index)), data.classes,
+    chosen = data.subset(index)  # decodes only these images of a lazy folder
+    return DistilledSet(chosen.images, chosen.labels, torch.ones(len(index)), data.classes,
                         DistillReport(train_indices=index.tolist(), **report))
 
 
@@ -83,9 +142,73 @@ def select_per_class(data: ImageSet, teacher: Teacher | str | None, pick, *,
     ``pick(feats)``, feats (n_c, D), returns indices into the class. ``teacher`` as in
     :func:`resolve_teacher`; the report names it."""
     teacher = resolve_teacher(teacher, data, progress=progress)
-    feats = cached_features(teacher, data)
-    chosen = [idx[pick(feats[idx])] for idx in class_indices(data)]
+    chosen = [idx[pick(class_features(teacher, data.subset(idx)))] for idx in class_indices(data)]
     return selection(data, torch.cat(chosen), teacher=teacher.id)
+
+
+def per_class(fn, data: ImageSet | LazyImageFolder, *args, pool=None, desc: str = "classes",
+              progress: bool = True, **kwargs) -> list:
+    """``fn(part, c, *args, **kwargs)`` for every class c, ``part`` = the class's images (an
+    :class:`~pqlib.data.ImageSet`): here, one class after the other, or as one task per class
+    on ``pool`` (:func:`pqlib.executor.executor`). Returns the results in class order.
+
+    On a Dask cluster the ``args`` (prior, teacher, ...) go to every worker once, and a
+    :class:`~pqlib.imagefolder.LazyImageFolder` too: each task decodes its class's images on
+    its worker (so the workers must see the folder at the same path), and the machine that
+    submits holds no pixels."""
+    lazy = isinstance(data, LazyImageFolder)
+    with tqdm(total=data.num_classes, desc=desc, unit="class", disable=not progress,
+              mininterval=2.0) as bar:
+        if pool is None:
+            out = []
+            for c, idx in enumerate(class_indices(data)):
+                out.append(fn(data.subset(idx), c, *args, **kwargs))
+                release_freed_memory()
+                bar.update()
+            return out
+        if is_dask(pool):
+            args = [pool.scatter([a], broadcast=True, hash=False)[0] for a in args]
+            source = pool.scatter([data], broadcast=True, hash=False)[0] if lazy else None
+        else:
+            source = data
+
+        def task(c: int, idx: torch.Tensor):
+            if lazy:  # decoded by the task
+                return submit(pool, _class_task, fn, source, idx, c, *args, name=f"{desc}-{c}",
+                              **kwargs)
+            return submit(pool, fn, data.subset(idx), c, *args, name=f"{desc}-{c}", **kwargs)
+
+        futures = [task(c, idx) for c, idx in enumerate(class_indices(data))]
+        for _ in completed(futures):
+            bar.update()
+        return [f.result() for f in futures]
+
+
+def release_freed_memory() -> None:
+    """Give freed memory back to the system (glibc's ``malloc_trim``; a no-op elsewhere), after
+    a class or a block of classes: otherwise the heap grows class after class with blocks a
+    class no longer uses. (Dask's workers do the same through ``MALLOC_TRIM_THRESHOLD_``.)"""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _class_task(fn, source: LazyImageFolder, idx: torch.Tensor, c: int, *args, **kwargs):
+    """One class's task of :func:`per_class` from a lazy folder: decode, then ``fn``."""
+    return fn(source.subset(idx), c, *args, **kwargs)
 
 
 class Stages:
@@ -127,8 +250,11 @@ class Stages:
         return out
 
 
-def fingerprint(data: ImageSet) -> str:
-    """Short content hash of a dataset (name, shapes, labels and a strided sample of pixels)."""
+def fingerprint(data: ImageSet | LazyImageFolder) -> str:
+    """Short content hash of a dataset (name, shapes, labels and a strided sample of pixels);
+    of a lazy folder, :meth:`~pqlib.imagefolder.LazyImageFolder.fingerprint` (no decoding)."""
+    if isinstance(data, LazyImageFolder):
+        return data.fingerprint()
     h = hashlib.sha256()
     h.update(f"{data.name}|{tuple(data.images.shape)}".encode())
     h.update(data.labels.numpy().tobytes())
@@ -166,33 +292,48 @@ def cached(kind: str, model_id: str, data: ImageSet, compute, tag: str = ""
         return (tensors if isinstance(x, dict) else tensors["x"]), False
 
 
-def cached_features(teacher: Teacher, data: ImageSet) -> torch.Tensor:
-    """Teacher features of every image of ``data`` (N, D), cached under ``$PQLIB_CACHE/features``."""
-    return cached("features", teacher.id, data, lambda: features(teacher, data.images))[0]
+def class_features(teacher: Teacher, part: ImageSet) -> torch.Tensor:
+    """Teacher features (n, D) of the images of one class (``part``), cached under
+    ``$PQLIB_CACHE/features``, one file per class."""
+    return cached("features", teacher.id, part, lambda: features(teacher, part.images))[0]
 
 
-def resolve_prior(prior, data: ImageSet):
-    """A generative prior for ``data``: given, by name (``"pixel"`` or a dataset name), or the
-    default ``load_prior(data.name)``. Raises ValueError if it was made for other data."""
+def resolve_prior(prior, data: ImageSet, *, device=None):
+    """A generative prior for ``data``: given, or named by a string —
+
+    * ``"pixel"``: the identity (:class:`~pqlib.priors.PixelPrior`);
+    * ``"sd:MODEL_DIR"``: Stable Diffusion img2img from a local diffusers folder, prompted with
+      ``data``'s class names, on ``device`` (default: CUDA when available; float16 there);
+    * ``"tiny:PREFIX"``: the :class:`~pqlib.priors.TinyLatentDiffusion` weights at ``PREFIX``;
+    * a dataset name: its trained tiny prior (``load_prior``); default ``data.name``.
+
+    Raises ValueError if the prior was made for other data.
+    """
     from .. import priors
 
-    if prior is None:
-        prior = priors.load_prior(data.name)
-    elif isinstance(prior, str):
-        prior = (priors.PixelPrior(data.image_shape, num_classes=data.num_classes)
-                 if prior == "pixel" else priors.load_prior(prior))
+    if prior is None or isinstance(prior, str):
+        kind, _, path = (prior or data.name).partition(":")
+        if prior == "pixel":
+            prior = priors.PixelPrior(data.image_shape, num_classes=data.num_classes)
+        elif kind == "sd" and path:
+            prior = priors.StableDiffusionPrior(path, device=device, class_names=data.classes)
+        elif kind == "tiny" and path:
+            prior = priors.load_prior(path=path)
+        else:
+            prior = priors.load_prior(prior or data.name)
     prior.check_compatible(data)
     return prior
 
 
-def encoded_latents(prior, data: ImageSet, *, sample: bool = False, seed: int = 0,
-                    progress: bool = True) -> tuple[torch.Tensor, bool]:
-    """``prior.encode`` of every image of ``data`` (N, *latent_shape), cached by prior and data.
+def class_latents(prior, part: ImageSet, *, sample: bool = False, seed: int = 0
+                  ) -> tuple[torch.Tensor, bool]:
+    """``prior.encode`` (n, *latent_shape) of the images of one class (``part``), cached under
+    ``$PQLIB_CACHE/latents`` by prior and images, one file per class.
 
     Returns the latents and whether they came from the cache.
     """
-    return cached("latents", prior.id, data,
-                  lambda: prior.encode(data.images, sample=sample, seed=seed, progress=progress),
+    return cached("latents", prior.id, part,
+                  lambda: prior.encode(part.images, sample=sample, seed=seed, progress=False),
                   f"-sample{seed}" if sample else "-mean")
 
 
@@ -203,5 +344,8 @@ def feature_w2(teacher: Teacher, data: ImageSet, distilled: DistilledSet) -> W2:
     embedded by the same teacher as the real ones; "weighted" uses the set's weights
     (:func:`pqlib.report.class_w2`).
     """
-    return class_w2(cached_features(teacher, data), data.labels, features(teacher, distilled.images),
-                    distilled.labels, distilled.weights)
+    points = features(teacher, distilled.images)
+    return mean_w2([w2_pair(class_features(teacher, data.subset(idx)), points[rows],
+                            distilled.weights[rows])
+                    for c, idx in enumerate(class_indices(data))
+                    if (rows := distilled.labels == c).any()])

@@ -24,6 +24,7 @@ space and decoded like DDOQ's points.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import torch
@@ -32,8 +33,8 @@ from ..checks import Int, InvalidParameter, OneOf, Optional, Real, checked
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..quantize import Quantizer, clvq, kmeans, voronoi_weights
-from ..report import DistillReport, class_w2
-from .common import Stages, encoded_latents, resolve_prior
+from ..report import DistillReport, mean_w2, w2_pair
+from .common import Stages, class_latents, per_class, resolve_prior
 from .registry import register
 
 WEIGHTINGS = ("voronoi", "sqrt", "uniform", "barycenter")
@@ -68,6 +69,22 @@ def class_weights(q, weights: str, z: torch.Tensor) -> torch.Tensor:
     return (w / w.sum()).float()
 
 
+def quantize_latents(part: ImageSet, c: int, prior, ipc: int, *, sample: bool, seed: int,
+                     weights: str, **options) -> tuple:
+    """One class's work (a task of :func:`~pqlib.methods.common.per_class`): encode the class's
+    images ``part`` (cached), quantize them with ``ipc`` points (seed ``seed + c``), weight the
+    points. Returns (quantizer, weights, latent W2 pair, √distortion, latents from the cache?,
+    (encode seconds, quantize seconds))."""
+    start = time.perf_counter()
+    z, hit = class_latents(prior, part, sample=sample, seed=seed + c)
+    encoded = time.perf_counter()
+    z = z.flatten(1)
+    q = quantize_class(z, ipc, seed=seed + c, **options)
+    w = class_weights(q, weights, z)
+    return (q, w, w2_pair(z, q.points, w), distortion(q, z) ** 0.5, hit,
+            (encoded - start, time.perf_counter() - encoded))
+
+
 def distortion(q, z: torch.Tensor) -> float:
     """Mean squared distance of ``z`` to the nearest point of ``q``: W2² with Voronoi masses."""
     return q.distortion if isinstance(q, Quantizer) else float(
@@ -82,7 +99,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, prior=None, weights: str
             quantizer: str = "kmeans", strength: float = 0.7, steps: int = 50,
             guidance: float | None = None, sample_latents: bool = False, iters: int = 100,
             clvq_steps: int | None = None, clvq_batch: int = 256, barycenter_iters: int = 10,
-            reuse: bool = False, progress: bool = True) -> DistilledSet:
+            reuse: bool = False, pool=None, progress: bool = True) -> DistilledSet:
     """DDOQ: per-class optimal quantization of prior latents, decoded, with Voronoi weights.
 
     Registered as ``"ddoq"``, and as ``"d4m"`` with ``weights="uniform"`` fixed
@@ -101,6 +118,8 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, prior=None, weights: str
     sample_latents : encode with a posterior sample (as D4M's code) instead of the mean
     reuse : take the decoded images from the stage cache (see :func:`pqlib.distill`); the
         weighting is not part of the key, so ``d4m``, ``ddoq`` and ``ddoq-sqrt`` share them
+    pool : run each class's encoding and quantization as a task on this executor
+        (:func:`pqlib.executor.executor`; default: here, class after class)
 
     Returns
     -------
@@ -113,27 +132,23 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, prior=None, weights: str
                                f"weights in {WEIGHTINGS[:3]}")
     prior = resolve_prior(prior, data)
     stages = Stages(data, prior.id, reuse=reuse, ipc=ipc, seed=seed, sample=sample_latents)
-    with stages("encode"):
-        latents, cached = encoded_latents(prior, data, sample=sample_latents, seed=seed,
-                                          progress=progress)
-    with stages("quantize"):
-        z = latents.flatten(1)
-        zs = [z[data.labels == c] for c in range(data.num_classes)]
-        quantizers = [quantize_class(zc, ipc, quantizer=quantizer, seed=seed + c, iters=iters,
-                                     clvq_steps=clvq_steps, clvq_batch=clvq_batch,
-                                     barycenter_iters=barycenter_iters) for c, zc in enumerate(zs)]
-        points = torch.cat([q.points for q in quantizers])
-        labels = torch.arange(data.num_classes).repeat_interleave(ipc)
-        w = torch.cat([class_weights(q, weights, zc) for q, zc in zip(quantizers, zs)])
-        voronoi = [distortion(q, zc) ** 0.5 for q, zc in zip(quantizers, zs)]
-        w2 = replace(class_w2(z, data.labels, points, labels, w), voronoi=float(sum(voronoi) / len(voronoi)))
+    found = per_class(quantize_latents, data, prior, ipc, pool=pool, desc="ddoq classes",
+                      progress=progress, sample=sample_latents, seed=seed, weights=weights,
+                      quantizer=quantizer, iters=iters, clvq_steps=clvq_steps,
+                      clvq_batch=clvq_batch, barycenter_iters=barycenter_iters)
+    quantizers, w, pairs, voronoi, hits, seconds = zip(*found)
+    for name, k in (("encode", 0), ("quantize", 1)):  # summed over classes (worker time)
+        stages.seconds[name] = round(sum(t[k] for t in seconds), 3)
+    points, w = torch.cat([q.points for q in quantizers]), torch.cat(w)
+    labels = torch.arange(data.num_classes).repeat_interleave(ipc)
+    w2 = replace(mean_w2(pairs), voronoi=float(sum(voronoi) / len(voronoi)))
     images = stages.run("decode", lambda: prior.decode(
         points.view(-1, *prior.latent_shape).float(), labels, strength=strength, steps=steps,
         guidance=guidance, seed=seed, progress=progress), quantizer=quantizer, iters=iters,
         clvq_steps=clvq_steps, clvq_batch=clvq_batch, barycenter_iters=barycenter_iters,
         strength=strength, steps=steps, guidance=guidance)
-    found = {"barycenters" if quantizer == "barycenter" else "quantizers": tuple(quantizers)}
-    report = DistillReport(prior=prior.id, latents_cached=cached, stage_seconds=stages.seconds,
-                           reused_stages=stages.reused, w2_latent=w2, latent_dim=z.shape[1],
-                           **found)
+    report = DistillReport(prior=prior.id, latents_cached=all(hits), stage_seconds=stages.seconds,
+                           reused_stages=stages.reused, w2_latent=w2, latent_dim=points.shape[1],
+                           **{"barycenters" if quantizer == "barycenter" else "quantizers":
+                              quantizers})
     return DistilledSet(images, labels, w, data.classes, report)

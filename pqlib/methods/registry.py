@@ -72,20 +72,26 @@ def _describe(value):
 
 
 def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, reuse: bool = False,
-            **options) -> DistilledSet:
+            pool=None, **options) -> DistilledSet:
     """Distill ``data`` to ``ipc`` images per class with a registered method.
 
     Parameters
     ----------
     method : one of :func:`methods` (``random``, ``herding``, ``kcenter``, ``dm``, ``d4m``,
         ``ddoq``, ``wmdd``)
-    data : an :class:`~pqlib.data.ImageSet`, or a dataset name (its train split is loaded)
+    data : an :class:`~pqlib.data.ImageSet`, a dataset name (its train split is loaded), or a
+        :class:`~pqlib.imagefolder.LazyImageFolder` (``load(..., lazy=True)``) for the methods
+        that work class by class (``ddoq``, ``d4m``, ``wmdd``, ``random``, ``herding``,
+        ``kcenter``), which then decode one class at a time
     ipc : images per class, 1 ≤ ipc ≤ smallest class
     seed : all randomness of the method derives from it
     reuse : load the expensive stages (DDOQ / D4M: decode; WMDD: barycenter, synthesize) from
         the stage cache when an earlier call computed them with the same images-shaping
         options, and store them otherwise (variants that differ only in weights share them);
         ``report.reused_stages`` names the stages loaded. Methods without stages ignore it.
+    pool : an executor (:func:`pqlib.executor.executor`) for the methods that work class by
+        class (``ddoq``, ``d4m``, ``wmdd``): one task per class, the same result as without;
+        the other methods run here
     **options : method options (see each method's docstring)
 
     Returns
@@ -104,12 +110,13 @@ def distill(method: str, data: ImageSet | str, ipc: int, *, seed: int = 0, reuse
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         valid = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY
-                       and k not in ("seed", "reuse", *preset))
+                       and k not in ("seed", "reuse", "pool", *preset))
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise ValueError(f"method {method!r} has no option(s) {unknown}; its options: {valid}")
     start = time.perf_counter()
-    staged = {"reuse": reuse} if "reuse" in params else {}  # methods with cached stages
+    # methods with cached stages / class tasks
+    staged = {k: v for k, v in (("reuse", reuse), ("pool", pool)) if k in params}
     out = fn(data, ipc, seed=seed, **preset, **options, **staged)
     out.report = replace(
         out.report, method=method, dataset=data.name, ipc=ipc, seed=seed,

@@ -32,11 +32,11 @@ import torch
 from tqdm import tqdm
 
 from ..augment import default_augmentation
-from ..checks import Int, OneOf, checked
+from ..checks import Int, OneOf, Optional, checked
 from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..models import batchnorm_inputs
-from ..report import DistillReport, class_w2
+from ..report import DistillReport, mean_w2, w2_pair
 from ..train import Teacher, autocast, resolve_precision
 from . import common
 from .registry import register
@@ -75,30 +75,56 @@ def _merge_moments(a, b):
     return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
 
 
-def cached_class_bn_statistics(teacher: Teacher, data: ImageSet) -> list[BnStatistics]:
-    """:func:`class_bn_statistics` of every class of ``data`` (indexed by class, then layer),
-    cached under ``$PQLIB_CACHE/bn_statistics`` by teacher and data."""
+def class_bn_moments(part: ImageSet, c: int, teacher: Teacher) -> BnStatistics:
+    """:func:`class_bn_statistics` of one class's images ``part`` (a task of
+    :func:`~pqlib.methods.common.per_class`), cached under ``$PQLIB_CACHE/bn_statistics``."""
     def compute() -> dict[str, torch.Tensor]:
-        out = {}
-        for c in range(data.num_classes):
-            for k, (mean, var) in enumerate(class_bn_statistics(teacher, data.of_class(c))):
-                out[f"{c}.{k}.mean"], out[f"{c}.{k}.var"] = mean, var
-        return out
+        moments = class_bn_statistics(teacher, part.images)
+        return {f"{k}.{m}": t for k, pair in enumerate(moments) for m, t in zip(("mean", "var"), pair)}
 
-    stored, _ = common.cached("bn_statistics", teacher.id, data, compute)
-    layers = len({key.split(".")[1] for key in stored})
-    return [[(stored[f"{c}.{k}.mean"], stored[f"{c}.{k}.var"]) for k in range(layers)]
-            for c in range(data.num_classes)]
+    stored, _ = common.cached("bn_statistics", teacher.id, part, compute)
+    return [(stored[f"{k}.mean"], stored[f"{k}.var"]) for k in range(len(stored) // 2)]
+
+
+def cached_class_bn_statistics(teacher: Teacher, data: ImageSet, *, pool=None,
+                               progress: bool = False) -> list[BnStatistics]:
+    """:func:`class_bn_statistics` of every class of ``data`` (indexed by class, then layer),
+    cached one file per class (:func:`class_bn_moments`), computed here or on ``pool``."""
+    return common.per_class(class_bn_moments, data, teacher, pool=pool,
+                            desc="wmdd BN statistics", progress=progress)
+
+
+def class_barycenter(part: ImageSet, c: int, teacher: Teacher, ipc: int, *, seed: int, **options):
+    """The barycenter (``ipc`` points, seed ``seed + c``) of one class's teacher features (a task
+    of :func:`~pqlib.methods.common.per_class`); ``options`` of
+    :func:`pqlib.transport.barycenter`."""
+    from ..transport import barycenter
+
+    return barycenter(common.class_features(teacher, part), ipc, seed=seed + c, **options)
+
+
+def class_w2_pairs(part: ImageSet, c: int, teacher: Teacher, points: torch.Tensor,
+                   weights: torch.Tensor | None, synthesized: torch.Tensor, ipc: int) -> tuple:
+    """One class's W2 pairs (:func:`~pqlib.report.w2_pair`) between its teacher features and
+    the barycenter ``points`` / the features of the ``synthesized`` images (rows ``c·ipc`` on),
+    with the ``weights`` of those rows, or the Voronoi masses of the points when ``weights`` is
+    None. Returns (pair of the points, pair of the synthesized images, the weights used)."""
+    from ..quantize import voronoi_weights
+
+    feats, rows = common.class_features(teacher, part), slice(c * ipc, (c + 1) * ipc)
+    w = voronoi_weights(feats, points[rows]).float() if weights is None else weights[rows]
+    made = common.features(teacher, synthesized[rows])
+    return w2_pair(feats, points[rows], w), w2_pair(feats, made, w), w
 
 
 @register("wmdd")
 @checked(init=OneOf("noise", "real"), iterations=Int(0), barycenter_iters=Int(1),
-         weights=OneOf("barycenter", "voronoi"))
+         weights=OneOf("barycenter", "voronoi"), class_block=Optional | Int(1))
 def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str | None = None,
             learn_weights: bool = True, barycenter_iters: int = 10, iterations: int = 500,
             lr: float = 0.1, bn_weight: float = 1.0, init: str = "noise", jitter: bool = True,
-            precision: str = "auto", weights: str = "barycenter", reuse: bool = False,
-            progress: bool = True) -> DistilledSet:
+            precision: str = "auto", weights: str = "barycenter", class_block: int | None = None,
+            reuse: bool = False, pool=None, progress: bool = True) -> DistilledSet:
     """WMDD: images whose teacher features hit per-class barycenter points, with BN regulariser.
 
     Parameters
@@ -113,12 +139,18 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     bn_weight : λ, weight of the per-class BatchNorm-statistics term
     init : ``"noise"`` (uniform noise, the paper) or ``"real"`` (random real images)
     jitter : random augmentation of the synthetic batch at every step
+    class_block : synthesize the images of ``class_block`` classes at a time (block b seeds its
+        jitter with ``seed + b``) instead of all classes in one batch: memory no longer grows
+        with the number of classes; the same optimisation up to the jitter draws (default: one
+        block, as the paper)
     precision : teacher forward/backward in ``"bf16"`` autocast or ``"fp32"`` (``"auto"``: bf16
         where it is native); the statistics and the losses are computed in float32
     weights : training weights: the barycenter's (default; uniform if not ``learn_weights``) or
         ``"voronoi"``, the Voronoi masses of its support points among the class's features
     reuse : take the barycenters and images from the stage cache (see :func:`pqlib.distill`);
         ``weights`` is not part of the key, so ``wmdd`` and ``wmdd-voronoi`` share them
+    pool : run the per-class stages (barycenters, BatchNorm statistics, W2) as one task per
+        class on this executor (:func:`pqlib.executor.executor`; default: here)
 
     Returns
     -------
@@ -126,17 +158,16 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     the W2 of the barycenters (``w2_feature``) and of the synthesized images
     (``w2_feature_synthesized``) to each class's features, the loss history and the barycenters.
     """
-    from ..quantize import voronoi_weights
-    from ..transport import Barycenter, barycenter
+    from ..transport import Barycenter
 
     teacher = common.resolve_teacher(teacher, data, progress=progress)
     stages = common.Stages(data, teacher.id, reuse=reuse, ipc=ipc, seed=seed)
-    feats = common.cached_features(teacher, data)
     labels = torch.arange(data.num_classes).repeat_interleave(ipc)
 
     def barycenters():  # 1. per-class barycenters of the teacher features
-        barys = [barycenter(feats[data.labels == c], ipc, learn_weights=learn_weights,
-                            iters=barycenter_iters, seed=seed + c) for c in range(data.num_classes)]
+        barys = common.per_class(class_barycenter, data, teacher, ipc, pool=pool,
+                                 desc="wmdd barycenters", progress=progress, seed=seed,
+                                 learn_weights=learn_weights, iters=barycenter_iters)
         return {"points": torch.cat([b.points for b in barys]), "history": torch.tensor(
                 [b.history for b in barys], dtype=torch.float64),
                 "weights": torch.cat([b.weights for b in barys])}
@@ -144,26 +175,41 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     found = stages.run("barycenter", barycenters, learn_weights=learn_weights, iters=barycenter_iters)
     barys = [Barycenter(p, w, tuple(h.tolist())) for p, w, h in zip(
         found["points"].split(ipc), found["weights"].split(ipc), found["history"])]
-    w = torch.cat([b.weights.float() if weights == "barycenter" else
-                   voronoi_weights(feats[data.labels == c], b.points).float()
-                   for c, b in enumerate(barys)])
-    w2 = class_w2(feats, data.labels, found["points"], labels, w)
     with stages("bn_statistics"):  # 2. per-class BatchNorm statistics of the real images
-        stats = cached_class_bn_statistics(teacher, data)
+        stats = cached_class_bn_statistics(teacher, data, pool=pool, progress=progress)
+    w = torch.cat([b.weights.float() for b in barys]) if weights == "barycenter" else None
 
     def synthesized():  # 3. images whose features hit the barycenter points
         g = torch.Generator().manual_seed(seed)
         start = (torch.rand((len(labels), *data.image_shape), generator=g) if init == "noise"
-                 else data.images[common.random_per_class(data, ipc, g)])
-        images, history = synthesize(teacher, start, found["points"].float(), stats,
-                                     iterations=iterations, lr=lr, bn_weight=bn_weight,
-                                     jitter=jitter, precision=precision, seed=seed, progress=progress)
-        return {"images": images, "history": torch.tensor(history, dtype=torch.float64).view(-1, 3)}
+                 else data.subset(common.random_per_class(data, ipc, g)).images)
+        block, parts = class_block or data.num_classes, []
+        for b, first in enumerate(range(0, data.num_classes, block)):
+            rows = slice(first * ipc, (first + block) * ipc)
+            parts.append(synthesize(teacher, start[rows], found["points"][rows].float(),
+                                    stats[first : first + block], iterations=iterations, lr=lr,
+                                    bn_weight=bn_weight, jitter=jitter, precision=precision,
+                                    seed=seed + b, progress=progress))
+            common.release_freed_memory()
+        hist = [torch.tensor(h, dtype=torch.float64).view(-1, 3) for _, h in parts]
+        if len(hist) > 1:  # per step: the blocks' mean feature loss, summed BN loss, the total
+            n = torch.tensor([len(images) for images, _ in parts], dtype=torch.float64)
+            feature = sum(h[:, 1] * share for h, share in zip(hist, n / n.sum()))
+            bn = sum(h[:, 2] for h in hist)
+            hist = [torch.stack([feature + bn_weight * bn / data.num_classes, feature, bn], 1)]
+        return {"images": torch.cat([images for images, _ in parts]), "history": hist[0]}
 
     out = stages.run("synthesize", synthesized, iterations=iterations, lr=lr, bn_weight=bn_weight,
-                     init=init, jitter=jitter, precision=resolve_precision(precision))
+                     init=init, jitter=jitter, precision=resolve_precision(precision),
+                     **({"class_block": class_block} if class_block else {}))
     images, history = out["images"], out["history"].tolist()
-    w2_synthesized = class_w2(feats, data.labels, common.features(teacher, images), labels, w)
+    # the W2 of the barycenters and of the synthesized images to each class's features, and
+    # the Voronoi masses of the support points when they are the training weights
+    w2s = common.per_class(class_w2_pairs, data, teacher, found["points"], w, images, ipc,
+                           pool=pool, desc="wmdd W2", progress=progress)
+    pairs, w2_pairs_synthesized, masses = zip(*w2s)
+    w = torch.cat(masses) if w is None else w
+    w2, w2_synthesized = mean_w2(pairs), mean_w2(w2_pairs_synthesized)
     report = DistillReport(
         teacher=teacher.id, stage_seconds=stages.seconds, reused_stages=stages.reused,
         w2_feature=w2, w2_feature_synthesized=w2_synthesized, barycenters=tuple(barys),

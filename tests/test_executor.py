@@ -1,0 +1,98 @@
+"""Class-sharded work on a Dask cluster: the same result as here, and a killed worker loses
+nothing. (Sweeps on Dask: tests/test_sweep.py.)"""
+
+import os
+
+import pytest
+import torch
+
+from pqlib.executor import executor
+from pqlib.methods import distill
+from pqlib.methods.common import per_class
+from pqlib.priors import TinyConfig, TinyLatentDiffusion
+
+SMALL = TinyConfig(vae_channels=(8, 16, 16), vae_norm_groups=4, unet_channels=(16, 32),
+                   unet_norm_groups=8, unet_layers_per_block=1)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with executor("dask", workers=2) as client:
+        yield client
+
+
+def _same(a, b):
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert torch.equal(a.weights, b.weights)
+    assert a.report.to_dict()["options"] == b.report.to_dict()["options"]
+
+
+@pytest.mark.parametrize("method", ["ddoq", "d4m"])
+def test_ddoq_on_a_cluster_equals_the_serial_run(method, cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))  # workers and here compute, nothing cached
+    data = __import__("pqlib").data.load("mnist").subset(torch.arange(300))
+    prior = TinyLatentDiffusion.random(SMALL, seed=0, scaling_factor=0.7)
+    kw = dict(seed=3, prior=prior, steps=3, progress=False)
+    here = distill(method, data, 2, **kw)
+    there = distill(method, data, 2, pool=cluster, **kw)
+    _same(here, there)
+    assert here.report.w2_latent == there.report.w2_latent
+    assert [q.points.tolist() for q in here.report.quantizers] == \
+        [q.points.tolist() for q in there.report.quantizers]
+
+
+@pytest.mark.parametrize("weights", ["barycenter", "voronoi"])
+def test_wmdd_on_a_cluster_equals_the_serial_run(weights, cluster, digits, digits_teacher):
+    kw = dict(seed=1, teacher=digits_teacher, iterations=4, weights=weights, progress=False)
+    here = distill("wmdd", digits, 2, **kw)
+    there = distill("wmdd", digits, 2, pool=cluster, **kw)
+    _same(here, there)
+    assert here.report.w2_feature == there.report.w2_feature
+    assert here.report.w2_feature_synthesized == there.report.w2_feature_synthesized
+
+
+def test_a_killed_worker_loses_and_duplicates_nothing(cluster, digits, tmp_path):
+    """The task of class 3 kills its worker process the first time it runs; the class is run
+    again on another worker and every class's result arrives once, in class order. (Results
+    the dead worker held are computed again: class tasks must be idempotent, as the caches are.)"""
+    log = tmp_path / "done"
+
+    def work(part, c, marker):
+        if c == 3 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the worker process dies mid-task
+        with open(log, "a") as f:
+            f.write(f"{c}\n")
+        return c, int(part.labels.unique().item()), len(part)
+
+    out = per_class(work, digits, str(tmp_path / "killed"), pool=cluster, progress=False)
+    assert (tmp_path / "killed").exists()
+    assert out == [(c, c, n) for c, n in enumerate(digits.class_counts().tolist())]
+    assert {int(line) for line in log.read_text().split()} == set(range(10))
+
+
+def test_a_lazy_folder_is_decoded_by_the_workers(cluster, tmp_path):
+    """From a lazy image folder each task decodes its own class: the same set as here, and the
+    machine that submits decodes nothing."""
+    import numpy as np
+    from PIL import Image
+
+    from pqlib.data import load
+    from pqlib.imagefolder import LazyImageFolder
+
+    rng = np.random.default_rng(0)
+    for c in "abc":
+        (tmp_path / c).mkdir()
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    lazy = load(f"imagefolder:{tmp_path}", lazy=True)
+    here = distill("ddoq", lazy, 2, seed=0, prior="pixel", progress=False)
+    decoded = []
+    original = LazyImageFolder.subset
+    LazyImageFolder.subset = lambda self, index: decoded.append(index) or original(self, index)
+    try:
+        there = distill("ddoq", lazy, 2, seed=0, prior="pixel", progress=False, pool=cluster)
+    finally:
+        LazyImageFolder.subset = original
+    _same(here, there)
+    assert decoded == []  # in this process: the workers decoded every class

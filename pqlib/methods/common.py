@@ -11,6 +11,7 @@ so no step needs every class's tensors at once. ``data`` may be an in-memory
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import time
 from contextlib import contextmanager
@@ -188,22 +189,10 @@ def release_freed_memory() -> None:
     """Give freed memory back to the system (glibc's ``malloc_trim``; a no-op elsewhere), after
     a class or a block of classes: otherwise the heap grows class after class with blocks a
     class no longer uses. (Dask's workers do the same through ``MALLOC_TRIM_THRESHOLD_``.)"""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc():
-    import ctypes
-    import ctypes.util
-
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # dlopen returns the loaded library: cheap
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _class_task(fn, source: LazyImageFolder, idx: torch.Tensor, c: int, *args, **kwargs):

@@ -2,6 +2,7 @@
 nothing. (Sweeps on Dask: tests/test_sweep.py.)"""
 
 import os
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -21,6 +22,18 @@ def cluster():
         yield client
 
 
+@contextmanager
+def one_thread():
+    """As a Dask worker computes: one torch thread. (Float kernels round by thread count, so
+    bit-identity holds between runs with the same threads per process.)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _same(a, b):
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert torch.equal(a.weights, b.weights)
@@ -33,7 +46,8 @@ def test_ddoq_on_a_cluster_equals_the_serial_run(method, cluster, tmp_path, monk
     data = __import__("pqlib").data.load("mnist").subset(torch.arange(300))
     prior = TinyLatentDiffusion.random(SMALL, seed=0, scaling_factor=0.7)
     kw = dict(seed=3, prior=prior, steps=3, progress=False)
-    here = distill(method, data, 2, **kw)
+    with one_thread():
+        here = distill(method, data, 2, **kw)
     there = distill(method, data, 2, pool=cluster, **kw)
     _same(here, there)
     assert here.report.w2_latent == there.report.w2_latent
@@ -44,7 +58,8 @@ def test_ddoq_on_a_cluster_equals_the_serial_run(method, cluster, tmp_path, monk
 @pytest.mark.parametrize("weights", ["barycenter", "voronoi"])
 def test_wmdd_on_a_cluster_equals_the_serial_run(weights, cluster, digits, digits_teacher):
     kw = dict(seed=1, teacher=digits_teacher, iterations=4, weights=weights, progress=False)
-    here = distill("wmdd", digits, 2, **kw)
+    with one_thread():
+        here = distill("wmdd", digits, 2, **kw)
     there = distill("wmdd", digits, 2, pool=cluster, **kw)
     _same(here, there)
     assert here.report.w2_feature == there.report.w2_feature

@@ -167,19 +167,13 @@ def per_class(fn, data: ImageSet | LazyImageFolder, *args, pool=None, desc: str 
                 release_freed_memory()
                 bar.update()
             return out
-        if is_dask(pool):
+        source = data
+        if is_dask(pool):  # the shared arguments and a lazy folder go to each worker once
             args = [pool.scatter([a], broadcast=True, hash=False)[0] for a in args]
-            source = pool.scatter([data], broadcast=True, hash=False)[0] if lazy else None
-        else:
-            source = data
-
-        def task(c: int, idx: torch.Tensor):
-            if lazy:  # decoded by the task
-                return submit(pool, _class_task, fn, source, idx, c, *args, name=f"{desc}-{c}",
-                              **kwargs)
-            return submit(pool, fn, data.subset(idx), c, *args, name=f"{desc}-{c}", **kwargs)
-
-        futures = [task(c, idx) for c, idx in enumerate(class_indices(data))]
+            source = pool.scatter([data], broadcast=True, hash=False)[0] if lazy else data
+        futures = [submit(pool, _class_task, fn, *((source, idx) if lazy else (data.subset(idx), None)),
+                          c, *args, name=f"{desc}-{c}", **kwargs)
+                   for c, idx in enumerate(class_indices(data))]
         for _ in completed(futures):
             bar.update()
         return [f.result() for f in futures]
@@ -195,9 +189,10 @@ def release_freed_memory() -> None:
         pass
 
 
-def _class_task(fn, source: LazyImageFolder, idx: torch.Tensor, c: int, *args, **kwargs):
-    """One class's task of :func:`per_class` from a lazy folder: decode, then ``fn``."""
-    return fn(source.subset(idx), c, *args, **kwargs)
+def _class_task(fn, source, idx: torch.Tensor | None, c: int, *args, **kwargs):
+    """One class's task of :func:`per_class`: ``fn`` on the class's images, ``source`` (or, for
+    a lazy folder, its images at ``idx``, decoded here: on the worker)."""
+    return fn(source if idx is None else source.subset(idx), c, *args, **kwargs)
 
 
 class Stages:
@@ -226,17 +221,22 @@ class Stages:
     def run(self, name: str, compute, **params):
         """``compute()`` (a tensor or a dict of tensors) timed as stage ``name``; with ``reuse``,
         from the cache if an earlier call with the same key stored it (else stored)."""
+        with self(name):
+            if not self.reuse:
+                return compute()
+            out, hit = cached("stages", self.model_id, self.data, compute, self.tag(name, **params))
+        self.reused += [name] * hit
+        return out
+
+    def tag(self, name: str, **params) -> str:
+        """The cache-name suffix of stage ``name`` (adds ``params`` to the key, see :meth:`run`);
+        for stages cached piece by piece (one entry per class) with :func:`cached`."""
         from .._version import __version__
         from ..provenance import git_commit
 
         self.key.update(params)
-        with self(name):
-            if not self.reuse:
-                return compute()
-            tag = config_hash({**self.key, "stage": name, "pqlib": __version__, "commit": git_commit()})
-            out, hit = cached("stages", self.model_id, self.data, compute, f"-{name}-{tag}")
-        self.reused += [name] * hit
-        return out
+        return f"-{name}-" + config_hash({**self.key, "stage": name, "pqlib": __version__,
+                                          "commit": git_commit()})
 
 
 def fingerprint(data: ImageSet | LazyImageFolder) -> str:

@@ -14,6 +14,9 @@ Per class c, with an encoder E and a conditional decoder D of a generative prior
 4. decode each point with the class label, :math:`\\tilde x_k = D(c_k, c)` (img2img / SDEdit
    at ``strength``), and train students with the weights.
 
+Each class is one task (:func:`distill_class`, seeded ``seed + c``): classes can run anywhere,
+in any order (:func:`~pqlib.methods.common.per_class`), with the same result.
+
 ``weights="uniform"`` reproduces :mod:`~pqlib.methods.d4m` exactly for the same seed;
 ``weights="sqrt"`` is the variance-reduced heuristic a reviewer describes for the final paper
 (√count, normalised per class — its exact form in the paper is unverified).
@@ -34,7 +37,7 @@ from ..data import ImageSet
 from ..distilled import DistilledSet
 from ..quantize import Quantizer, clvq, kmeans, voronoi_weights
 from ..report import DistillReport, mean_w2, w2_pair
-from .common import Stages, class_latents, per_class, resolve_prior
+from .common import Stages, cached, class_latents, per_class, resolve_prior
 from .registry import register
 
 WEIGHTINGS = ("voronoi", "sqrt", "uniform", "barycenter")
@@ -69,20 +72,30 @@ def class_weights(q, weights: str, z: torch.Tensor) -> torch.Tensor:
     return (w / w.sum()).float()
 
 
-def quantize_latents(part: ImageSet, c: int, prior, ipc: int, *, sample: bool, seed: int,
-                     weights: str, **options) -> tuple:
+def distill_class(part: ImageSet, c: int, prior, ipc: int, *, sample: bool, seed: int,
+                  weights: str, decoder: dict, reuse_tag: str | None = None, **options) -> tuple:
     """One class's work (a task of :func:`~pqlib.methods.common.per_class`): encode the class's
-    images ``part`` (cached), quantize them with ``ipc`` points (seed ``seed + c``), weight the
-    points. Returns (quantizer, weights, latent W2 pair, √distortion, latents from the cache?,
-    (encode seconds, quantize seconds))."""
+    images ``part`` (cached), quantize them with ``ipc`` points and weight the points, then
+    decode the points with ``prior.decode(..., **decoder)``; seed ``seed + c`` for each. With a
+    ``reuse_tag`` the decoded images come from (or go to) the stage cache. Returns (quantizer,
+    weights, latent W2 pair, √distortion, (latents cached?, images cached?), images,
+    (encode, quantize, decode seconds))."""
     start = time.perf_counter()
     z, hit = class_latents(prior, part, sample=sample, seed=seed + c)
     encoded = time.perf_counter()
     z = z.flatten(1)
     q = quantize_class(z, ipc, seed=seed + c, **options)
     w = class_weights(q, weights, z)
-    return (q, w, w2_pair(z, q.points, w), distortion(q, z) ** 0.5, hit,
-            (encoded - start, time.perf_counter() - encoded))
+    quantized = time.perf_counter()
+
+    def decode():
+        return prior.decode(q.points.view(-1, *prior.latent_shape).float(), c, seed=seed + c,
+                            progress=False, **decoder)
+
+    images, reused = cached("stages", prior.id, part, decode, reuse_tag) if reuse_tag else (
+        decode(), False)
+    return (q, w, w2_pair(z, q.points, w), distortion(q, z) ** 0.5, (hit, reused), images,
+            (encoded - start, quantized - encoded, time.perf_counter() - quantized))
 
 
 def distortion(q, z: torch.Tensor) -> float:
@@ -118,7 +131,7 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, prior=None, weights: str
     sample_latents : encode with a posterior sample (as D4M's code) instead of the mean
     reuse : take the decoded images from the stage cache (see :func:`pqlib.distill`); the
         weighting is not part of the key, so ``d4m``, ``ddoq`` and ``ddoq-sqrt`` share them
-    pool : run each class's encoding and quantization as a task on this executor
+    pool : run each class's encoding, quantization and decoding as one task on this executor
         (:func:`pqlib.executor.executor`; default: here, class after class)
 
     Returns
@@ -131,24 +144,21 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, prior=None, weights: str
                                f"quantizer={quantizer!r}; pass quantizer='barycenter' or choose "
                                f"weights in {WEIGHTINGS[:3]}")
     prior = resolve_prior(prior, data)
-    stages = Stages(data, prior.id, reuse=reuse, ipc=ipc, seed=seed, sample=sample_latents)
-    found = per_class(quantize_latents, data, prior, ipc, pool=pool, desc="ddoq classes",
+    options = dict(quantizer=quantizer, iters=iters, clvq_steps=clvq_steps, clvq_batch=clvq_batch,
+                   barycenter_iters=barycenter_iters)
+    decoder = dict(strength=strength, steps=steps, guidance=guidance)
+    tag = Stages(ipc=ipc, seed=seed, sample=sample_latents).tag("decode", **options, **decoder)
+    found = per_class(distill_class, data, prior, ipc, pool=pool, desc="ddoq classes",
                       progress=progress, sample=sample_latents, seed=seed, weights=weights,
-                      quantizer=quantizer, iters=iters, clvq_steps=clvq_steps,
-                      clvq_batch=clvq_batch, barycenter_iters=barycenter_iters)
-    quantizers, w, pairs, voronoi, hits, seconds = zip(*found)
-    for name, k in (("encode", 0), ("quantize", 1)):  # summed over classes (worker time)
-        stages.seconds[name] = round(sum(t[k] for t in seconds), 3)
+                      decoder=decoder, reuse_tag=tag if reuse else None, **options)
+    quantizers, w, pairs, voronoi, hits, images, seconds = zip(*found)
     points, w = torch.cat([q.points for q in quantizers]), torch.cat(w)
-    labels = torch.arange(data.num_classes).repeat_interleave(ipc)
     w2 = replace(mean_w2(pairs), voronoi=float(sum(voronoi) / len(voronoi)))
-    images = stages.run("decode", lambda: prior.decode(
-        points.view(-1, *prior.latent_shape).float(), labels, strength=strength, steps=steps,
-        guidance=guidance, seed=seed, progress=progress), quantizer=quantizer, iters=iters,
-        clvq_steps=clvq_steps, clvq_batch=clvq_batch, barycenter_iters=barycenter_iters,
-        strength=strength, steps=steps, guidance=guidance)
-    report = DistillReport(prior=prior.id, latents_cached=all(hits), stage_seconds=stages.seconds,
-                           reused_stages=stages.reused, w2_latent=w2, latent_dim=points.shape[1],
-                           **{"barycenters" if quantizer == "barycenter" else "quantizers":
-                              quantizers})
-    return DistilledSet(images, labels, w, data.classes, report)
+    report = DistillReport(
+        prior=prior.id, latents_cached=all(h for h, _ in hits), w2_latent=w2,
+        stage_seconds={name: round(sum(t), 3) for name, t in  # summed over classes
+                       zip(("encode", "quantize", "decode"), zip(*seconds))},
+        reused_stages=["decode"] * all(r for _, r in hits), latent_dim=points.shape[1],
+        **{"barycenters" if quantizer == "barycenter" else "quantizers": quantizers})
+    labels = torch.arange(data.num_classes).repeat_interleave(ipc)
+    return DistilledSet(torch.cat(images), labels, w, data.classes, report)

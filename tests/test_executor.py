@@ -111,3 +111,25 @@ def test_a_lazy_folder_is_decoded_by_the_workers(cluster, tmp_path):
         LazyImageFolder.subset = original
     _same(here, there)
     assert decoded == []  # in this process: the workers decoded every class
+
+
+def test_the_stable_diffusion_recipe_on_a_cluster_equals_the_serial_run(cluster, tmp_path):
+    """The GPU recipe's prior (tiny random Stable Diffusion components here) goes to the
+    workers once and decodes there: the same set as one process decoding class after class."""
+    from test_cli import _folder
+    from test_priors import _tiny_sd_pipeline
+
+    from pqlib.data import load
+    from pqlib.priors import StableDiffusionPrior
+
+    (tmp_path / "tok").mkdir()
+    _tiny_sd_pipeline(tmp_path / "tok").save_pretrained(tmp_path / "sd")
+    data = load(f"imagefolder:{_folder(tmp_path / 'imgs', ['cat', 'dog', 'fox'], 5, 16)}")
+    prior = StableDiffusionPrior(tmp_path / "sd", class_names=data.classes, device="cpu")
+    kw = dict(seed=2, prior=prior, steps=2, progress=False)
+    with one_thread():
+        here = distill("ddoq", data, 2, **kw)
+    there = distill("ddoq", data, 2, pool=cluster, **kw)
+    _same(here, there)
+    assert here.report.stage_seconds.keys() == there.report.stage_seconds.keys() == {
+        "encode", "quantize", "decode"}

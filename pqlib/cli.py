@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 __all__ = ["main"]
@@ -43,16 +44,17 @@ def cmd_distill(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UsageError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
-    options, data = _parse_options(args.set), load(args.dataset, "train")
+    # an image folder is read lazily (class by class), but by dm, which draws real batches of
+    # every class at each iteration
+    options, data = _parse_options(args.set), load(args.dataset, "train", lazy=(
+        args.dataset.startswith("imagefolder:") and args.method != "dm"))
     if args.prior:
         options["prior"] = resolve_prior(args.prior, data, device=args.device)
     if args.teacher:
         options["teacher"] = resolve_teacher(args.teacher, data, device=args.device)
-    if args.executor == "local":
-        result = distill(args.method, data, args.ipc, seed=args.seed, **options)
-    else:
-        with executor(args.executor, workers=args.workers, scheduler=args.scheduler) as pool:
-            result = distill(args.method, data, args.ipc, seed=args.seed, pool=pool, **options)
+    with (executor("dask", workers=args.workers, scheduler=args.scheduler)
+          if args.executor == "dask" else nullcontext()) as pool:  # class tasks on the cluster
+        result = distill(args.method, data, args.ipc, seed=args.seed, pool=pool, **options)
     result.save(out, overwrite=args.force)
     print(f"wrote {len(result)} images ({args.ipc} per class) to {out} "
           f"in {result.report.wall_time_s:.1f} s")

@@ -133,3 +133,14 @@ def test_the_stable_diffusion_recipe_on_a_cluster_equals_the_serial_run(cluster,
     _same(here, there)
     assert here.report.stage_seconds.keys() == there.report.stage_seconds.keys() == {
         "encode", "quantize", "decode"}
+
+
+def test_wmdd_synthesis_blocks_on_a_cluster_equal_the_serial_run(cluster, digits, digits_teacher):
+    """class_block on a cluster: each block's synthesis is a task (seeded seed + b), with the
+    same images, weights and loss history as the blocks one after the other here."""
+    kw = dict(seed=0, teacher=digits_teacher, iterations=3, class_block=4, progress=False)
+    with one_thread():
+        here = distill("wmdd", digits, 2, **kw)
+    there = distill("wmdd", digits, 2, pool=cluster, **kw)
+    _same(here, there)
+    assert here.report.loss_history == there.report.loss_history

@@ -31,7 +31,7 @@ from ..train import Teacher, default_device, train_teacher
 
 __all__ = ["resolve_teacher", "features", "class_features", "feature_w2", "selection",
            "resolve_prior", "class_latents", "fingerprint", "cached", "class_indices",
-           "random_per_class", "select_per_class", "per_class", "as_found", "Stages"]
+           "random_per_class", "select_per_class", "per_class", "per_block", "as_found", "Stages"]
 
 
 def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: bool = True,
@@ -177,6 +177,20 @@ def per_class(fn, data: ImageSet | LazyImageFolder, *args, pool=None, desc: str 
         for _ in completed(futures):
             bar.update()
         return [f.result() for f in futures]
+
+
+def per_block(fn, blocks: list[tuple], *, pool=None, seed: int, **kwargs) -> list:
+    """``fn(*blocks[b], seed=seed + b, **kwargs)`` for every block b: here, one after the other
+    (freeing memory in between), or as one task per block on ``pool``. Results in block order."""
+    if pool is None:
+        out = []
+        for b, args in enumerate(blocks):
+            out.append(fn(*args, seed=seed + b, **kwargs))
+            release_freed_memory()
+        return out
+    futures = [submit(pool, fn, *args, seed=seed + b, name=f"{fn.__name__}-{b}", **kwargs)
+               for b, args in enumerate(blocks)]
+    return [f.result() for f in futures]
 
 
 def release_freed_memory() -> None:

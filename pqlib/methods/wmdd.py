@@ -150,7 +150,8 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
     reuse : take the barycenters and images from the stage cache (see :func:`pqlib.distill`);
         ``weights`` is not part of the key, so ``wmdd`` and ``wmdd-voronoi`` share them
     pool : run the per-class stages (barycenters, BatchNorm statistics, W2) as one task per
-        class on this executor (:func:`pqlib.executor.executor`; default: here)
+        class, and the synthesis as one task per class block, on this executor
+        (:func:`pqlib.executor.executor`; default: here)
 
     Returns
     -------
@@ -183,14 +184,13 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
         g = torch.Generator().manual_seed(seed)
         start = (torch.rand((len(labels), *data.image_shape), generator=g) if init == "noise"
                  else data.subset(common.random_per_class(data, ipc, g)).images)
-        block, parts = class_block or data.num_classes, []
-        for b, first in enumerate(range(0, data.num_classes, block)):
-            rows = slice(first * ipc, (first + block) * ipc)
-            parts.append(synthesize(teacher, start[rows], found["points"][rows].float(),
-                                    stats[first : first + block], iterations=iterations, lr=lr,
-                                    bn_weight=bn_weight, jitter=jitter, precision=precision,
-                                    seed=seed + b, progress=progress))
-            common.release_freed_memory()
+        block = class_block or data.num_classes
+        parts = common.per_block(synthesize, [
+            (teacher, start[first * ipc : (first + block) * ipc],
+             found["points"][first * ipc : (first + block) * ipc].float(), stats[first : first + block])
+            for first in range(0, data.num_classes, block)], pool=pool, iterations=iterations,
+            lr=lr, bn_weight=bn_weight, jitter=jitter, precision=precision, seed=seed,
+            progress=progress and pool is None)
         hist = [torch.tensor(h, dtype=torch.float64).view(-1, 3) for _, h in parts]
         if len(hist) > 1:  # per step: the blocks' mean feature loss, summed BN loss, the total
             n = torch.tensor([len(images) for images, _ in parts], dtype=torch.float64)

@@ -46,7 +46,7 @@ import torch
 
 import pqlib
 from pqlib import plotting
-from pqlib.methods.common import encoded_latents, feature_w2, features
+from pqlib.methods.common import feature_w2, features
 from pqlib.priors import load_prior
 from pqlib.quantize import kmeans
 from pqlib.train import train_teacher
@@ -61,7 +61,7 @@ keep = torch.cat([torch.nonzero(train.labels == c).flatten()[
 data = train.subset(keep)
 prior, teacher = load_prior(dataset), train_teacher(dataset, progress=False)
 spaces = {
-    "latent": encoded_latents(prior, data, progress=False)[0].flatten(1),
+    "latent": prior.encode(data.images, progress=False).flatten(1),
     "pixel": data.images.flatten(1),
     "feature": features(teacher, data.images),
 }

@@ -144,3 +144,32 @@ def test_wmdd_synthesis_blocks_on_a_cluster_equal_the_serial_run(cluster, digits
     there = distill("wmdd", digits, 2, pool=cluster, **kw)
     _same(here, there)
     assert here.report.loss_history == there.report.loss_history
+
+
+def test_class_shards_are_stored_and_resumed_class_by_class(digits, digits_teacher, tmp_path,
+                                                            monkeypatch):
+    """Latents, teacher features and BatchNorm statistics are cached one safetensors file per
+    class; after losing some shards (an interrupted run), only those classes are computed again
+    and the result is unchanged."""
+    from pqlib.priors import PixelPrior
+
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
+    prior = PixelPrior(digits.image_shape, num_classes=digits.num_classes)
+    encoded = []
+    encode = prior.encode
+    monkeypatch.setattr(prior, "encode", lambda x, **k: encoded.append(len(x)) or encode(x, **k))
+    first = distill("ddoq", digits, 2, prior=prior, progress=False)
+    wmdd = distill("wmdd", digits, 1, teacher=digits_teacher, iterations=1, progress=False)
+    shards = {kind: sorted((tmp_path / kind).glob("*.safetensors"))
+              for kind in ("latents", "features", "bn_statistics")}
+    assert {kind: len(files) for kind, files in shards.items()} == dict.fromkeys(shards, 10)
+    assert encoded == digits.class_counts().tolist()
+    for path in shards["latents"][:3] + shards["bn_statistics"][:2]:
+        path.unlink()
+    encoded.clear()
+    again = distill("ddoq", digits, 2, prior=prior, progress=False)
+    assert len(encoded) == 3 and set(encoded) <= set(digits.class_counts().tolist())
+    assert torch.equal(again.images, first.images) and torch.equal(again.weights, first.weights)
+    wmdd_again = distill("wmdd", digits, 1, teacher=digits_teacher, iterations=1, progress=False)
+    assert torch.equal(wmdd_again.images, wmdd.images)
+    assert len(list((tmp_path / "bn_statistics").glob("*.safetensors"))) == 10

@@ -147,10 +147,11 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, prior=None, weights: str
     options = dict(quantizer=quantizer, iters=iters, clvq_steps=clvq_steps, clvq_batch=clvq_batch,
                    barycenter_iters=barycenter_iters)
     decoder = dict(strength=strength, steps=steps, guidance=guidance)
-    tag = Stages(ipc=ipc, seed=seed, sample=sample_latents).tag("decode", **options, **decoder)
+    tag = (Stages(ipc=ipc, seed=seed, sample=sample_latents).tag("decode", **options, **decoder)
+           if reuse else None)  # the decode cache's key (reuse only)
     found = per_class(distill_class, data, prior, ipc, pool=pool, desc="ddoq classes",
                       progress=progress, sample=sample_latents, seed=seed, weights=weights,
-                      decoder=decoder, reuse_tag=tag if reuse else None, **options)
+                      decoder=decoder, reuse_tag=tag, **options)
     quantizers, w, pairs, voronoi, hits, images, seconds = zip(*found)
     points, w = torch.cat([q.points for q in quantizers]), torch.cat(w)
     w2 = replace(mean_w2(pairs), voronoi=float(sum(voronoi) / len(voronoi)))

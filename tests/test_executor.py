@@ -2,7 +2,7 @@
 nothing. (Sweeps on Dask: tests/test_sweep.py.)"""
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import pytest
 import torch
@@ -66,10 +66,12 @@ def test_wmdd_on_a_cluster_equals_the_serial_run(weights, cluster, digits, digit
     assert here.report.w2_feature_synthesized == there.report.w2_feature_synthesized
 
 
-def test_a_killed_worker_loses_and_duplicates_nothing(cluster, digits, tmp_path):
+@pytest.mark.parametrize("workers", [2, 1])
+def test_a_killed_worker_loses_and_duplicates_nothing(workers, cluster, digits, tmp_path):
     """The task of class 3 kills its worker process the first time it runs; the class is run
     again on another worker and every class's result arrives once, in class order. (Results
-    the dead worker held are computed again: class tasks must be idempotent, as the caches are.)"""
+    the dead worker held are computed again: class tasks must be idempotent, as the caches are.)
+    With one worker, the shared arguments sent to the workers die with it too: sent again."""
     log = tmp_path / "done"
 
     def work(part, c, marker):
@@ -80,7 +82,8 @@ def test_a_killed_worker_loses_and_duplicates_nothing(cluster, digits, tmp_path)
             f.write(f"{c}\n")
         return c, int(part.labels.unique().item()), len(part)
 
-    out = per_class(work, digits, str(tmp_path / "killed"), pool=cluster, progress=False)
+    with (executor("dask", workers=1) if workers == 1 else nullcontext(cluster)) as pool:
+        out = per_class(work, digits, str(tmp_path / "killed"), pool=pool, progress=False)
     assert (tmp_path / "killed").exists()
     assert out == [(c, c, n) for c, n in enumerate(digits.class_counts().tolist())]
     assert {int(line) for line in log.read_text().split()} == set(range(10))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -157,56 +157,69 @@ def per_class(fn, data: ImageSet | LazyImageFolder, *args, pool=None, desc: str 
     :class:`~pqlib.imagefolder.LazyImageFolder` too: each task decodes its class's images on
     its worker (so the workers must see the folder at the same path), and the machine that
     submits holds no pixels."""
-    lazy = isinstance(data, LazyImageFolder)
-    with tqdm(total=data.num_classes, desc=desc, unit="class", disable=not progress,
+    ship = is_dask(pool) and not isinstance(data, LazyImageFolder)  # each task gets its class
+    jobs = [(fn, c, data.subset(idx) if ship else None, None if ship else idx)
+            for c, idx in enumerate(class_indices(data))]
+    with tqdm(total=len(jobs), desc=desc, unit="class", disable=not progress,
               mininterval=2.0) as bar:
-        if pool is None:
-            out = []
-            for c, idx in enumerate(class_indices(data)):
-                out.append(fn(data.subset(idx), c, *args, **kwargs))
-                release_freed_memory()
-                bar.update()
-            return out
-        source = data
-        if is_dask(pool):  # the shared arguments and a lazy folder go to each worker once
-            args = [pool.scatter([a], broadcast=True, hash=False)[0] for a in args]
-            source = pool.scatter([data], broadcast=True, hash=False)[0] if lazy else data
-        futures = [submit(pool, _class_task, fn, *((source, idx) if lazy else (data.subset(idx), None)),
-                          c, *args, name=f"{desc}-{c}", **kwargs)
-                   for c, idx in enumerate(class_indices(data))]
-        for _ in completed(futures):
-            bar.update()
-        return [f.result() for f in futures]
+        return _tasks(pool, _class_task, jobs, (None if ship else data, *args), kwargs,
+                      name=desc, tick=bar.update)
 
 
-def per_block(fn, blocks: list[tuple], *, pool=None, seed: int, **kwargs) -> list:
-    """``fn(*blocks[b], seed=seed + b, **kwargs)`` for every block b: here, one after the other
-    (freeing memory in between), or as one task per block on ``pool``. Results in block order."""
+def per_block(fn, blocks: list[tuple], *shared, pool=None, seed: int, **kwargs) -> list:
+    """``fn(*shared, *blocks[b], seed=seed + b, **kwargs)`` for every block b: here, one after
+    the other, or as one task per block on ``pool``, ``shared`` (e.g. the teacher) sent to each
+    worker once. Results in block order."""
+    jobs = [(fn, args, seed + b) for b, args in enumerate(blocks)]
+    return _tasks(pool, _block_task, jobs, shared, kwargs, name=fn.__name__)
+
+
+def _tasks(pool, task, jobs: list[tuple], shared: tuple, kwargs: dict, *, name: str,
+           tick=lambda n=1: None) -> list:
+    """``[task(*job, *shared, **kwargs) for job in jobs]``: here, one after the other (freeing
+    memory in between), or one task per job on ``pool``; ``tick(1)`` after each job. On Dask
+    ``shared`` goes to every worker once; data sent that way dies with the last worker holding
+    it (unlike results, Dask cannot compute it again) and the tasks needing it are cancelled:
+    those are submitted again, with ``shared`` sent again, up to twice."""
     if pool is None:
         out = []
-        for b, args in enumerate(blocks):
-            out.append(fn(*args, seed=seed + b, **kwargs))
+        for job in jobs:
+            out.append(task(*job, *shared, **kwargs))
             release_freed_memory()
+            tick()
         return out
-    futures = [submit(pool, fn, *args, seed=seed + b, name=f"{fn.__name__}-{b}", **kwargs)
-               for b, args in enumerate(blocks)]
-    return [f.result() for f in futures]
+    done: dict[int, object] = {}
+    for _ in range(3):
+        sent = [pool.scatter([a], broadcast=True, hash=False)[0] for a in shared] \
+            if is_dask(pool) else shared
+        futures = {j: submit(pool, task, *job, *sent, name=f"{name}-{j}", **kwargs)
+                   for j, job in enumerate(jobs) if j not in done}
+        for f in completed(list(futures.values())):
+            tick(0 if f.cancelled() else 1)
+        done |= {j: f.result() for j, f in futures.items() if not f.cancelled()}
+        if len(done) == len(jobs):
+            return [done[j] for j in range(len(jobs))]
+    raise RuntimeError(f"{len(jobs) - len(done)} {name} tasks lost their inputs with a dying "
+                       "worker three times; see the Dask workers' logs for why they die")
 
 
 def release_freed_memory() -> None:
     """Give freed memory back to the system (glibc's ``malloc_trim``; a no-op elsewhere), after
     a class or a block of classes: otherwise the heap grows class after class with blocks a
     class no longer uses. (Dask's workers do the same through ``MALLOC_TRIM_THRESHOLD_``.)"""
-    try:
+    with suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # dlopen returns the loaded library: cheap
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
-def _class_task(fn, source, idx: torch.Tensor | None, c: int, *args, **kwargs):
-    """One class's task of :func:`per_class`: ``fn`` on the class's images, ``source`` (or, for
-    a lazy folder, its images at ``idx``, decoded here: on the worker)."""
-    return fn(source if idx is None else source.subset(idx), c, *args, **kwargs)
+def _class_task(fn, c: int, part, idx: torch.Tensor | None, source, *args, **kwargs):
+    """One class's task of :func:`per_class`: ``fn`` on the class's images, ``part`` (or, for
+    a lazy folder, ``source``'s images at ``idx``, decoded here: on the worker)."""
+    return fn(source.subset(idx) if part is None else part, c, *args, **kwargs)
+
+
+def _block_task(fn, block: tuple, seed: int, *shared, **kwargs):
+    """One block's task of :func:`per_block`."""
+    return fn(*shared, *block, seed=seed, **kwargs)
 
 
 class Stages:

@@ -186,11 +186,11 @@ def distill(data: ImageSet, ipc: int, *, seed: int = 0, teacher: Teacher | str |
                  else data.subset(common.random_per_class(data, ipc, g)).images)
         block = class_block or data.num_classes
         parts = common.per_block(synthesize, [
-            (teacher, start[first * ipc : (first + block) * ipc],
+            (start[first * ipc : (first + block) * ipc],
              found["points"][first * ipc : (first + block) * ipc].float(), stats[first : first + block])
-            for first in range(0, data.num_classes, block)], pool=pool, iterations=iterations,
-            lr=lr, bn_weight=bn_weight, jitter=jitter, precision=precision, seed=seed,
-            progress=progress and pool is None)
+            for first in range(0, data.num_classes, block)], teacher, pool=pool,
+            iterations=iterations, lr=lr, bn_weight=bn_weight, jitter=jitter,
+            precision=precision, seed=seed, progress=progress and pool is None)
         hist = [torch.tensor(h, dtype=torch.float64).view(-1, 3) for _, h in parts]
         if len(hist) > 1:  # per step: the blocks' mean feature loss, summed BN loss, the total
             n = torch.tensor([len(images) for images, _ in parts], dtype=torch.float64)

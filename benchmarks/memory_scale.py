@@ -25,8 +25,9 @@ whatever the source.
 
 glibc's ``malloc`` raises its mmap threshold each time a large block is freed, so later
 blocks of a class's size (a few MiB) come from the heap, which fragments and keeps growing
-class after class; ``MALLOC_MMAP_THRESHOLD_=65536`` in the environment fixes the threshold
-(the record names it).
+class after class. ``pqlib distill`` on an image folder fixes the threshold at 4 MiB
+(:func:`pqlib.methods.common.steady_heap`); the lazy runs here do the same (``--glibc-default``
+leaves glibc's rising threshold, for comparison).
 """
 
 from __future__ import annotations
@@ -67,18 +68,21 @@ def make_folder(root: Path, classes: int, per_class: int, seed: int = 0) -> Path
 
 
 def child(method: str, folder: str, ipc: int, iterations: int, width: int, eager: bool,
-          class_block: int | None = None) -> dict:
+          class_block: int | None = None, glibc_default: bool = False) -> dict:
     """One measurement, in this (fresh) process: the peak RSS in MiB and the seconds."""
     import torch
 
     from pqlib import distill
     from pqlib.data import load
+    from pqlib.methods.common import steady_heap
     from pqlib.models import ConvNet
     from pqlib.train import Teacher
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     data = load(f"imagefolder:{folder}", "train", lazy=not eager)
+    if not eager and not glibc_default:  # as `pqlib distill` does for an image folder
+        steady_heap()
     if method == "ddoq":
         out = distill("ddoq", data, ipc, prior="pixel", progress=False)
     else:
@@ -94,7 +98,8 @@ def child(method: str, folder: str, ipc: int, iterations: int, width: int, eager
             "rss_after_imports_mib": round(base, 1), "images": len(data),
             "classes": data.num_classes, "distilled": len(out),
             "output_mib": round(out.images.numel() * 4 / 2**20, 1),
-            "stage_seconds": out.report.stage_seconds, "threads": torch.get_num_threads()}
+            "stage_seconds": out.report.stage_seconds, "threads": torch.get_num_threads(),
+            "mmap_threshold": None if eager or glibc_default else "4 MiB (steady_heap)"}
 
 
 def measure(method: str, folder: Path, args, cache: Path, eager: bool = False) -> dict:
@@ -103,7 +108,8 @@ def measure(method: str, folder: Path, args, cache: Path, eager: bool = False) -
     env = dict(os.environ, PQLIB_CACHE=str(cache))
     cmd = [sys.executable, __file__, "--child", method, str(folder), "--ipc", str(args.ipc),
            "--iterations", str(args.iterations), "--width", str(args.width),
-           *(["--class-block", str(args.class_block)] if args.class_block else [])]
+           *(["--class-block", str(args.class_block)] if args.class_block else []),
+           *(["--glibc-default"] if args.glibc_default else [])]
     res = subprocess.run(cmd + (["--eager"] if eager else []), env=env, capture_output=True,
                          text=True)
     if res.returncode != 0:
@@ -131,8 +137,6 @@ def run(args) -> dict:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("child", "out", "data")}
-    # glibc's malloc: a fixed mmap threshold stops its heap from growing with freed large
-    # blocks (see the module docstring)
     settings["MALLOC_MMAP_THRESHOLD_"] = os.environ.get("MALLOC_MMAP_THRESHOLD_")
     return {"rows": rows, "settings": settings,
             "command": "python benchmarks/memory_scale.py " + " ".join(sys.argv[1:]),
@@ -170,8 +174,9 @@ def table(doc: dict) -> str:
             f"ipc {s['ipc']}; wmdd: {s['iterations']} iterations, untrained ConvNet-BN of width "
             f"{s['width']}, class_block {s.get('class_block')}. Each run in a fresh process with an empty cache; peak RSS = "
             "`ru_maxrss` of that process (the imports alone: *after imports*). "
-            f"MALLOC_MMAP_THRESHOLD_={s.get('MALLOC_MMAP_THRESHOLD_')} (None: glibc's "
-            "default, a threshold that rises with freed blocks).\n\n"
+            + ("glibc's default mmap threshold (it rises with freed blocks)" if s.get("glibc_default")
+               else "mmap threshold fixed at 4 MiB for the lazy runs, as `pqlib distill` does")
+            + f"; MALLOC_MMAP_THRESHOLD_={s.get('MALLOC_MMAP_THRESHOLD_')}.\n\n"
             + "\n".join(lines) + "\n\nAcceptance (lazy source, largest vs smallest folder):\n\n"
             + "\n".join(verdicts) + "\n\n"
             f"Provenance: commit {prov.get('commit')}, CPU {prov.get('machine', {}).get('cpu')}, "
@@ -189,6 +194,8 @@ def main(argv=None) -> None:
     ap.add_argument("--width", type=int, default=16, help="channels of the wmdd teacher")
     ap.add_argument("--class-block", type=int, help="wmdd's class_block (default: one block)")
     ap.add_argument("--eager", action="store_true", help="also ddoq on the in-memory load")
+    ap.add_argument("--glibc-default", action="store_true",
+                    help="leave glibc's rising mmap threshold (no steady_heap)")
     ap.add_argument("--repeat", type=int, default=3, help="fresh processes per measurement")
     ap.add_argument("--data", help="folder for the generated image folders (kept)")
     ap.add_argument("--out", default="results/benchmarks/memory_scale.json")
@@ -196,7 +203,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(*args.child, args.ipc, args.iterations, args.width, args.eager,
-                               args.class_block)))
+                               args.class_block, args.glibc_default)))
         return
     from pqlib.cache import atomic_write
 

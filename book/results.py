@@ -39,7 +39,7 @@ ROOT = results.results_root()
 paper = results.load_records(ROOT / "paper") if (ROOT / "paper").is_dir() else pd.DataFrame()
 build = results.load_records(ROOT)
 ref = paper if not paper.empty else build  # the figures' records: the reference run if any
-order = results.METHOD_ORDER
+order = results.method_order()
 
 
 def caption(text):

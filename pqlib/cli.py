@@ -37,7 +37,7 @@ def cmd_distill(args) -> int:
     from .data import load
     from .executor import executor
     from .methods import distill, list_methods
-    from .methods.common import resolve_prior, resolve_teacher
+    from .methods.common import resolve_prior, resolve_teacher, steady_heap
 
     if args.method not in list_methods():
         raise UsageError(f"unknown method {args.method!r}; registered methods: {', '.join(list_methods())}")
@@ -45,9 +45,11 @@ def cmd_distill(args) -> int:
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UsageError(f"--out {str(out)!r} exists and is not empty; pass --force to replace it")
     # an image folder is read lazily (class by class), but by dm, which draws real batches of
-    # every class at each iteration
-    options, data = _parse_options(args.set), load(args.dataset, "train", lazy=(
-        args.dataset.startswith("imagefolder:") and args.method != "dm"))
+    # every class at each iteration; its classes' blocks are then mmapped (steady_heap)
+    lazy = args.dataset.startswith("imagefolder:") and args.method != "dm"
+    options, data = _parse_options(args.set), load(args.dataset, "train", lazy=lazy)
+    if lazy:
+        steady_heap()
     if args.prior:
         options["prior"] = resolve_prior(args.prior, data, device=args.device)
     if args.teacher:
@@ -110,9 +112,7 @@ def cmd_evaluate(args) -> int:
 def cmd_train_prior(args) -> int:
     from .priors import train_prior
 
-    options = _parse_options(args.set)
-    if args.seed is not None:
-        options["seed"] = args.seed
+    options = _parse_options(args.set) | ({} if args.seed is None else {"seed": args.seed})
     start = time.perf_counter()
     result = train_prior(args.dataset, config=options or None, out=args.out,
                          resume=not args.restart, checkpoint_every=args.checkpoint_every)

@@ -67,16 +67,10 @@ SPLIT_SIZES = {"mnist": (60000, 10000), "digits": (1437, 360)}
 
 def method_order(profiles=PROFILE_PREFERENCE) -> list[str]:
     """Method variants in the order the profiles list them (their ``variants`` in the YAML
-    files, the first profile first), for tables and figures; ``METHOD_ORDER`` is this list."""
+    files, the first profile first), for tables and figures."""
     from .sweep import load_profile
 
     return list(dict.fromkeys(v for name in profiles for v in load_profile(name).variants))
-
-
-def __getattr__(name: str):  # METHOD_ORDER, the name of pqlib 0.1, is method_order()
-    if name == "METHOD_ORDER":
-        return method_order()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

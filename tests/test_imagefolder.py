@@ -135,3 +135,38 @@ def test_wmdd_runs_from_a_lazy_folder(tmp_path):
         a = distill("wmdd", eager, 2, teacher=teacher, iterations=2, init=init, progress=False)
         b = distill("wmdd", lazy, 2, teacher=teacher, iterations=2, init=init, progress=False)
         assert torch.equal(a.images, b.images) and torch.equal(a.weights, b.weights)
+
+
+STEADY_HEAP_PROBE = """
+import ctypes, sys
+from pqlib.methods.common import steady_heap
+
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+if sys.argv[1] == "steady":
+    steady_heap()
+libc.free(libc.malloc(16 << 20))  # a freed 16 MiB block: glibc's own threshold rises to it
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(6 << 20)
+print(libc.mallinfo2().hblkhd - before >= 6 << 20)  # is the 6 MiB block mmapped?
+"""
+
+
+def test_steady_heap_keeps_class_sized_blocks_out_of_the_heap():
+    """After a large block is freed glibc serves blocks of a few MiB from its heap, where they
+    fragment it class after class; with steady_heap (what `pqlib distill` sets for an image
+    folder) they are mmapped, and go back to the system when freed."""
+    import subprocess
+    import sys
+
+    def mmapped(mode):
+        out = subprocess.run([sys.executable, "-c", STEADY_HEAP_PROBE, mode], check=True,
+                             capture_output=True, text=True).stdout.split()
+        return out[-1] == "True"
+
+    assert mmapped("steady") and not mmapped("glibc")

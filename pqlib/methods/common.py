@@ -211,6 +211,17 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # dlopen returns the loaded library: cheap
 
 
+def steady_heap(threshold: int = 4 << 20) -> None:
+    """Serve every block of ``threshold`` bytes or more by ``mmap`` (glibc's ``mallopt``; a no-op
+    elsewhere), so it goes back to the system when freed. glibc's own threshold rises to the
+    largest block freed (up to 32 MiB): distilling many classes of a few MiB each then
+    fragments its heap, whose peak grew by 83 MiB from 10 to 100 classes of a lazy image folder
+    (``benchmarks/memory_scale.py``). It costs eager CPU training up to ~20 % (page faults), so
+    ``pqlib distill`` sets it for image folders only."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # -3: M_MMAP_THRESHOLD
+
+
 def _class_task(fn, c: int, part, idx: torch.Tensor | None, source, *args, **kwargs):
     """One class's task of :func:`per_class`: ``fn`` on the class's images, ``part`` (or, for
     a lazy folder, ``source``'s images at ``idx``, decoded here: on the worker)."""

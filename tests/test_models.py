@@ -44,3 +44,39 @@ def test_bad_arguments():
         build("convnet", 1, 10, 4)
     with pytest.raises(ValueError, match="channels=2"):
         build("convnet", 2, 10, 28)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("side", [32, 8, 5])
+def test_avgpool2_equals_avg_pool2d_forward_and_backward(dtype, side):
+    """The eager matrix-product pooling is avg_pool2d bit for bit (odd sides fall back to it)."""
+    from pqlib.models import AvgPool2
+
+    g = torch.Generator().manual_seed(side)
+    x = torch.randn(6, 4, side, side, generator=g).relu().to(dtype).requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    y, y_ref = AvgPool2()(x), torch.nn.functional.avg_pool2d(ref, 2)
+    assert y.dtype == dtype and torch.equal(y, y_ref)
+    grad = torch.randn(y.shape, generator=g).to(dtype)
+    y.backward(grad)
+    y_ref.backward(grad)
+    assert torch.equal(x.grad, ref.grad)
+
+
+def test_convnet_forward_is_unchanged_by_the_matrix_pooling():
+    """A ConvNet with AvgPool2 computes what the same weights with nn.AvgPool2d compute, in
+    float32 and under bfloat16 autocast."""
+    from pqlib.models import AvgPool2
+
+    torch.manual_seed(0)
+    net = build("convnet_bn", 1, 10, 28).eval()
+    plain = build("convnet_bn", 1, 10, 28).eval()
+    plain.load_state_dict(net.state_dict())
+    plain.body = torch.nn.Sequential(*[torch.nn.AvgPool2d(2) if isinstance(m, AvgPool2) else m
+                                       for m in plain.body])
+    assert sum(isinstance(m, AvgPool2) for m in net.body) == 3
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(net(x), plain(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(net(x), plain(x))

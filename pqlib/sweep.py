@@ -48,6 +48,7 @@ from tqdm import tqdm
 from .cache import atomic_dir, atomic_write, project_root, write_json
 from .executor import completed, submit
 from .executor import executor as start_executor
+from .methods.warm import shared_stages, warm_stage
 from .provenance import CHECKOUT, provenance
 
 __all__ = ["Run", "Profile", "load_profile", "plan", "run_sweep", "execute_run",
@@ -252,6 +253,11 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
             "error": error, "accuracy": record.get("accuracy")}
 
 
+def _shared_stages(runs: list[Run]) -> list[tuple]:
+    """The distinct one-time stages that ``runs`` share (:func:`pqlib.methods.warm.shared_stages`)."""
+    return list(dict.fromkeys(stage for r in runs for stage in shared_stages(r.parameters)))
+
+
 def recorded_threads(record: dict) -> int | None:
     """The torch thread count a record was made with; ``None`` when it does not say."""
     return ((record.get("machine") or {}).get("torch_threads")
@@ -329,10 +335,15 @@ def run_sweep(profile: str | Path, *, only: list[str] | None = None, workers: in
     pool = (start_executor(executor, workers=workers, scheduler=scheduler)
             if isinstance(executor, str) else nullcontext(executor))
     with pool as ex, bar:
+        # the one-time stages the runs share go first, side by side (pqlib.methods.warm)
+        warmups = [submit(ex, warm_stage, *stage, threads=threads or 0, name=f"warm-{stage[0]}")
+                   for stage in ([] if notebooks else _shared_stages(todo))]
         # a notebook re-created for a record uses the record's thread count, to match it
         futures = [submit(ex, execute_run, r, name=r.name, keep_record=keep, cwd=prof.root,
                           threads=recorded_threads(recorded.get(r.name, {})) or threads)
                    for r in todo]
+        for error in filter(None, (fut.result() for fut in warmups)):
+            bar.write(f"warming the shared stages: {error.splitlines()[0][:300]} (the runs go on)")
         for fut in completed(futures):
             res = fut.result()
             if res["status"] == "ok":

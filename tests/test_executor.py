@@ -164,10 +164,10 @@ def test_class_shards_are_stored_and_resumed_class_by_class(digits, digits_teach
     first = distill("ddoq", digits, 2, prior=prior, progress=False)
     wmdd = distill("wmdd", digits, 1, teacher=digits_teacher, iterations=1, progress=False)
     shards = {kind: sorted((tmp_path / kind).glob("*.safetensors"))
-              for kind in ("latents", "features", "bn_statistics")}
+              for kind in ("latents", "teacher_pass")}
     assert {kind: len(files) for kind, files in shards.items()} == dict.fromkeys(shards, 10)
     assert encoded == digits.class_counts().tolist()
-    for path in shards["latents"][:3] + shards["bn_statistics"][:2]:
+    for path in shards["latents"][:3] + shards["teacher_pass"][:2]:
         path.unlink()
     encoded.clear()
     again = distill("ddoq", digits, 2, prior=prior, progress=False)
@@ -175,4 +175,4 @@ def test_class_shards_are_stored_and_resumed_class_by_class(digits, digits_teach
     assert torch.equal(again.images, first.images) and torch.equal(again.weights, first.weights)
     wmdd_again = distill("wmdd", digits, 1, teacher=digits_teacher, iterations=1, progress=False)
     assert torch.equal(wmdd_again.images, wmdd.images)
-    assert len(list((tmp_path / "bn_statistics").glob("*.safetensors"))) == 10
+    assert len(list((tmp_path / "teacher_pass").glob("*.safetensors"))) == 10

@@ -323,3 +323,24 @@ def test_wmdd_in_class_blocks(digits, digits_teacher):
     assert torch.equal(blocks.weights, one.weights) and not torch.equal(blocks.images, one.images)
     first, last = blocks.report.loss_first_last
     assert last < first
+
+
+def test_features_and_bn_statistics_come_from_one_teacher_pass(digits, digits_teacher, tmp_path,
+                                                               monkeypatch):
+    """A class's teacher features and its BatchNorm statistics are one cached forward pass:
+    once the features are there (herding, k-center, feature W2), WMDD's statistics cost no
+    pass; both equal their separate computations."""
+    from pqlib.methods import common, wmdd
+
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
+    passes = []
+    one_pass = common.teacher_pass
+    monkeypatch.setattr(common, "teacher_pass",
+                        lambda teacher, images, *a: passes.append(len(images)) or one_pass(teacher, images, *a))
+    part = digits.subset(torch.nonzero(digits.labels == 2).flatten())
+    feats = common.class_features(digits_teacher, part)
+    stats = wmdd.class_bn_moments(part, 2, digits_teacher)
+    assert passes == [len(part)]
+    assert torch.equal(feats, common.features(digits_teacher, part.images))
+    for (m, v), (m0, v0) in zip(stats, wmdd.class_bn_statistics(digits_teacher, part.images), strict=True):
+        assert torch.equal(m, m0) and torch.equal(v, v0)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 import pqlib
 from pqlib.results import accuracy_table, load_records
-from pqlib.sweep import load_profile, plan, run_sweep
+from pqlib.sweep import load_profile, plan, run_sweep, warm_stage
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -177,13 +178,17 @@ class _RecordingExecutor:
     """Runs nothing: records which run was submitted when and reports it ok."""
 
     def __init__(self):
-        self.submitted = []
+        self.submitted, self.warmed = [], []
 
-    def submit(self, fn, run, **kwargs):
+    def submit(self, fn, run, *args, **kwargs):
         from concurrent.futures import Future
 
-        self.submitted.append(run.name)
         fut = Future()
+        if fn is warm_stage:  # a shared one-time stage: ("teacher" | "latents", dataset, ...)
+            self.warmed.append((run, *args))
+            fut.set_result("")
+            return fut
+        self.submitted.append(run.name)
         fut.set_result({"status": "ok", "run": run.name, "accuracy": {}})
         return fut
 
@@ -197,6 +202,32 @@ def test_sweep_submits_the_largest_ipc_first(tmp_path):
     assert [n.split("-")[3] for n in ex.submitted] == ["ipc10", "ipc10", "ipc2", "ipc2", "ipc1", "ipc1"]
     assert ex.submitted[:2] == ["tiny-digits-random-ipc10-s0", "tiny-digits-kc-ipc10-s0"]  # stable
     assert sorted(report.ok) == sorted(ex.submitted)
+    assert ex.warmed == [("teacher", "digits", "convnet_bn", 20, 0)]  # once, before the runs
+
+
+def test_sweep_warms_the_shared_stages_first(tmp_path, monkeypatch, digits_teacher):
+    """The teacher pass (and, with D4M / DDOQ, the prior's latents) of every class is computed
+    once, as the sweep's first tasks; a run then finds it in the cache. A stage that cannot be
+    computed is reported, not raised: the runs report their own errors."""
+    from pqlib.data import load
+    from pqlib.methods import common
+
+    path = _profile(tmp_path, {"d4m": {"method": "d4m"}, "pix": {"method": "ddoq",
+                                                                 "options": {"prior": "pixel"}}})
+    ex = _RecordingExecutor()
+    run_sweep(path, executor=ex, progress=False)
+    key = ("digits", "convnet_bn", 20, 0)
+    assert ex.warmed == [("teacher", *key), ("latents", *key)]  # the pixel prior encodes nothing
+
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path / "cache"))
+    assert warm_stage("teacher", *key, threads=1) == ""
+    assert len(list((tmp_path / "cache" / "teacher_pass").glob("*.safetensors"))) == 10
+    passes = []
+    monkeypatch.setattr(common, "teacher_pass", lambda *a, **k: passes.append(1))
+    digits = load("digits")
+    common.class_features(digits_teacher, digits.subset(torch.nonzero(digits.labels == 4).flatten()))
+    assert passes == []  # from the cache
+    assert "no trained prior for 'digits'" in warm_stage("latents", *key)
 
 
 def test_sweep_on_a_dask_cluster_runs_and_resumes(tmp_path, digits_teacher):

@@ -44,46 +44,26 @@ from .registry import register
 BnStatistics = list[tuple[torch.Tensor, torch.Tensor]]  # (mean, variance) per BN layer
 
 
-@torch.no_grad()
-def class_bn_statistics(teacher: Teacher, images: torch.Tensor, batch_size: int = 500) -> BnStatistics:
-    """Per-channel (mean, variance) of the input of every BN layer of the teacher over ``images``.
-
-    One float32 forward pass: each batch's per-channel mean and centred sum of squares come from
-    ``torch.var_mean`` in float32, and batches are merged with Chan et al.'s pairwise update in
-    float64 (on per-channel vectors only), so no float64 copy of an activation is made and the
-    result matches a float64 two-pass computation to ~1e-6 relative. Returns one (mean, var) pair
-    of float32 tensors of shape (channels,) per layer, in module order.
-    """
-    with common.as_found(teacher.model) as model, batchnorm_inputs(model) as rec:
-        if not rec.layers:
-            raise ValueError(f"teacher {teacher.id!r} has no BatchNorm layers; WMDD needs e.g. convnet_bn")
-        merged: list[tuple[int, torch.Tensor, torch.Tensor] | None] = [None] * len(rec.layers)
-        for i in range(0, len(images), batch_size):
-            model(images[i : i + batch_size])
-            for k, t in enumerate(rec.inputs):
-                var, mean = torch.var_mean(t, dim=(0, 2, 3), correction=0)
-                batch = (t.numel() // t.shape[1], mean.double(), var.double() * (t.numel() // t.shape[1]))
-                merged[k] = batch if merged[k] is None else _merge_moments(merged[k], batch)
-    return [(mean.float(), (m2 / count).float()) for count, mean, m2 in merged]
+def class_bn_statistics(teacher: Teacher, images: torch.Tensor, batch_size: int = 256) -> BnStatistics:
+    """Per-channel (mean, variance) of the input of every BN layer of the teacher over ``images``:
+    one (mean, var) pair of float32 tensors of shape (channels,) per layer, in module order,
+    from one float32 forward pass (:func:`~pqlib.methods.common.teacher_pass`)."""
+    return _bn_statistics(teacher, common.teacher_pass(teacher, images, batch_size))
 
 
-def _merge_moments(a, b):
-    """Chan et al. (1979): merge (count, mean, centred sum of squares) of two samples."""
-    (na, ma, sa), (nb, mb, sb) = a, b
-    n = na + nb
-    delta = mb - ma
-    return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
+def _bn_statistics(teacher: Teacher, stored: dict[str, torch.Tensor]) -> BnStatistics:
+    """The (mean, var) pairs of a :func:`~pqlib.methods.common.teacher_pass` result."""
+    layers = sum(key.startswith("bn") for key in stored) // 2
+    if not layers:
+        raise ValueError(f"teacher {teacher.id!r} has no BatchNorm layers; WMDD needs e.g. convnet_bn")
+    return [(stored[f"bn{k}.mean"], stored[f"bn{k}.var"]) for k in range(layers)]
 
 
 def class_bn_moments(part: ImageSet, c: int, teacher: Teacher) -> BnStatistics:
     """:func:`class_bn_statistics` of one class's images ``part`` (a task of
-    :func:`~pqlib.methods.common.per_class`), cached under ``$PQLIB_CACHE/bn_statistics``."""
-    def compute() -> dict[str, torch.Tensor]:
-        moments = class_bn_statistics(teacher, part.images)
-        return {f"{k}.{m}": t for k, pair in enumerate(moments) for m, t in zip(("mean", "var"), pair)}
-
-    stored, _ = common.cached("bn_statistics", teacher.id, part, compute)
-    return [(stored[f"{k}.mean"], stored[f"{k}.var"]) for k in range(len(stored) // 2)]
+    :func:`~pqlib.methods.common.per_class`), from the cached teacher pass that also gives the
+    class's features (:func:`~pqlib.methods.common.class_teacher_pass`)."""
+    return _bn_statistics(teacher, common.class_teacher_pass(teacher, part))
 
 
 def cached_class_bn_statistics(teacher: Teacher, data: ImageSet, *, pool=None,

@@ -9,8 +9,11 @@ REPO = Path(__file__).resolve().parents[1]
 #: pqlib/'s budget of statements (logical lines outside docstrings, so line wrapping does not
 #: count). The library-shape issue set 3,300 (about 3,600 when it was filed; 3,294 when it was
 #: met, commit 8ce5b83); the scale issue then added the Dask executor, the class tasks, the lazy
-#: image folder and the GPU recipe from the command line (+226). New code comes with its cuts.
-STATEMENTS = 3550
+#: image folder and the GPU recipe from the command line (+226). The evaluation issue's speed
+#: work then added the eager matrix-product pooling, the one teacher pass that gives features
+#: and BatchNorm statistics together, and the sweep's warm-up of the shared stages (+57, of
+#: which 4 were paid back by features() reusing the teacher pass). New code comes with its cuts.
+STATEMENTS = 3610
 spec = importlib.util.spec_from_file_location("shape", REPO / "tools" / "shape.py")
 shape = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(shape)

@@ -109,13 +109,10 @@ def as_found(model: torch.nn.Module):
             p.requires_grad_(flag)
 
 
-@torch.no_grad()
-def features(teacher: Teacher, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Penultimate-layer features of ``images`` (N, C, H, W) → (N, D), float32 (computed in fp32)."""
-    with as_found(teacher.model) as model:
-        device = next(model.parameters()).device
-        return torch.cat([model.features(images[i : i + batch_size].to(device)).float().cpu()
-                          for i in range(0, len(images), batch_size)])
+def features(teacher: Teacher, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Penultimate-layer features of ``images`` (N, C, H, W) → (N, D), float32 (computed in fp32;
+    the ``"features"`` of :func:`teacher_pass`)."""
+    return teacher_pass(teacher, images, batch_size)["features"]
 
 
 def class_indices(data: ImageSet) -> list[torch.Tensor]:

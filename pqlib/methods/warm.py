@@ -24,11 +24,10 @@ LATENT_METHODS = ("d4m", "ddoq")
 def shared_stages(parameters: dict) -> list[tuple]:
     """The cached stages an experiment-notebook run with these ``parameters`` needs, as
     ``(stage, dataset, teacher, teacher_epochs, train_size)`` for :func:`warm_stage`."""
-    key = (parameters["dataset"], parameters.get("teacher") or "convnet_bn",
-           parameters.get("teacher_epochs") or 0, parameters.get("train_size") or 0)
-    options = parameters.get("options") or {}
-    latents = (parameters["method"] in LATENT_METHODS and "prior" not in options
-               and not options.get("sample_latents"))
+    p, options = parameters, parameters.get("options") or {}
+    key = (p["dataset"], p.get("teacher") or "convnet_bn", p.get("teacher_epochs") or 0,
+           p.get("train_size") or 0)
+    latents = p["method"] in LATENT_METHODS and not {"prior", "sample_latents"} & set(options)
     return [("teacher", *key)] + [("latents", *key)] * latents
 
 

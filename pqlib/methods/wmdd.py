@@ -241,6 +241,7 @@ def synthesize(teacher: Teacher, start: torch.Tensor, targets: torch.Tensor,
                 for t, (mu, var) in zip(rec.inputs, class_stats[c]):
                     a = t[rows].float()
                     m, v = a.mean((0, 2, 3)), a.var((0, 2, 3), unbiased=False)
+                    mu, var = mu.to(m.device), var.to(m.device)  # the cache keeps them on the CPU
                     bn_loss = bn_loss + ((m - mu) ** 2).sum() + ((v - var) ** 2).sum()
             loss = feature_loss + bn_weight * bn_loss / num_classes
             opt.zero_grad(set_to_none=True)

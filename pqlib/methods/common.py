@@ -30,9 +30,10 @@ from ..models import batchnorm_inputs
 from ..report import W2, DistillReport, mean_w2, w2_pair
 from ..train import Teacher, default_device, train_teacher
 
-__all__ = ["resolve_teacher", "features", "teacher_pass", "class_teacher_pass", "class_features", "feature_w2", "selection",
-           "resolve_prior", "class_latents", "fingerprint", "cached", "class_indices",
-           "random_per_class", "select_per_class", "per_class", "per_block", "as_found", "Stages"]
+__all__ = ["resolve_teacher", "features", "teacher_pass", "class_teacher_pass", "class_features",
+           "feature_w2", "selection", "resolve_prior", "class_latents", "fingerprint", "cached",
+           "class_indices", "random_per_class", "select_per_class", "per_class", "per_block",
+           "as_found", "Stages"]
 
 
 def resolve_teacher(teacher: Teacher | str | None, data: ImageSet, *, progress: bool = True,
@@ -326,9 +327,9 @@ def teacher_pass(teacher: Teacher, images: torch.Tensor, batch_size: int = 256
     (none for a teacher without BN) ``"bn{k}.mean"`` and ``"bn{k}.var"`` (channels,): the
     per-channel mean and biased variance of that layer's input over the images (WMDD's
     statistics). Each batch's moments come from BatchNorm's own float32 kernel (3–4× faster than
-    ``torch.var_mean`` on CPU); batches are
-    merged with Chan et al.'s pairwise update in float64 on per-channel vectors only, so no
-    float64 copy of an activation is made (a float64 two-pass computation agrees to ~1e-6).
+    ``torch.var_mean`` on CPU); batches are merged with Chan et al.'s pairwise update in float64
+    on per-channel vectors only, so no float64 copy of an activation is made (a float64
+    two-pass computation agrees to ~1e-6).
     """
     with as_found(teacher.model) as model, batchnorm_inputs(model) as rec:
         device = next(model.parameters()).device

@@ -227,6 +227,8 @@ def synthesize(teacher: Teacher, start: torch.Tensor, targets: torch.Tensor,
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, iterations))))
     aug = default_augmentation(tuple(start.shape[1:])) if jitter else None
     precision = resolve_precision(precision)
+    layer_stats = [(torch.stack(mus), torch.stack(variances))  # per BN layer: (C, ch) each
+                   for mus, variances in (zip(*layer) for layer in zip(*class_stats))]
     history = []
     with common.as_found(teacher.model) as model, batchnorm_inputs(model) as rec, torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -236,13 +238,13 @@ def synthesize(teacher: Teacher, start: torch.Tensor, targets: torch.Tensor,
                 f = model.features(x).float()
             feature_loss = ((f - targets) ** 2).sum(1).mean()
             bn_loss = torch.zeros(())
-            for c in range(num_classes):
-                rows = slice(c * ipc, (c + 1) * ipc)
-                for t, (mu, var) in zip(rec.inputs, class_stats[c]):
-                    a = t[rows].float()
-                    m, v = a.mean((0, 2, 3)), a.var((0, 2, 3), unbiased=False)
-                    mu, var = mu.to(m.device), var.to(m.device)  # the cache keeps them on the CPU
-                    bn_loss = bn_loss + ((m - mu) ** 2).sum() + ((v - var) ** 2).sum()
+            for t, (mu, var) in zip(rec.inputs, layer_stats):
+                # each class's moments from a (C, K, ch, H, W) view: one reduction per layer (a
+                # slice per class would back-propagate a full-size zero tensor per class)
+                a = t.float().unflatten(0, (num_classes, ipc))
+                m, v = a.mean((1, 3, 4)), a.var((1, 3, 4), unbiased=False)
+                mu, var = mu.to(m.device), var.to(m.device)  # the cache keeps them on the CPU
+                bn_loss = bn_loss + ((m - mu) ** 2).sum() + ((v - var) ** 2).sum()
             loss = feature_loss + bn_weight * bn_loss / num_classes
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -31,6 +31,27 @@ def test_mnist_sizes_range_and_checksum():
     assert data_mod.md5sum(data_mod.mnist_archive()) == data_mod.MNIST_MD5
 
 
+def test_mnist_is_decoded_once_and_a_damaged_copy_again(tmp_path, monkeypatch):
+    """The decoded copy beside the archive gives the archive's pixels; a damaged one is redone."""
+    real = data_mod.mnist_archive()
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    shutil.copy(real, tmp_path / "data" / "mnist.pkl.gz")
+    with gzip.open(real, "rb") as f:
+        expected = pickle.load(f, encoding="latin1")[2]  # the test split: (k/256 pixels, labels)
+    decoded = data_mod._mnist_split("test")  # decodes the archive and writes the copy
+    copy = tmp_path / "data" / f"mnist-{data_mod.MNIST_MD5[:8]}-test.safetensors"
+    assert copy.exists() and not list((tmp_path / "data").glob(".*.tmp"))
+    monkeypatch.setattr(data_mod, "mnist_archive", lambda: pytest.fail("archive read again"))
+    for images, labels in (decoded, data_mod._mnist_split("test")):  # then from the copy alone
+        assert torch.equal(images, torch.tensor(np.rint(expected[0] * 256).reshape(-1, 1, 28, 28)) / 255)
+        assert labels.tolist() == expected[1].tolist()
+    monkeypatch.undo()
+    monkeypatch.setenv("PQLIB_CACHE", str(tmp_path))
+    copy.write_bytes(b"damaged")
+    assert torch.equal(data_mod._mnist_split("test")[0], decoded[0])
+
+
 def test_corrupt_cache_is_detected_removed_and_refetched(tmp_path, monkeypatch):
     """A damaged archive in the cache is replaced, with a warning naming the problem."""
     real = data_mod.mnist_archive()  # the real download is exercised here (once per cache)

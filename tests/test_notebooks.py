@@ -31,7 +31,8 @@ def test_ablations_notebook_runs_with_small_parameters(tmp_path):
     out = tmp_path / "ablations.ipynb"
     papermill.execute_notebook(
         jupytext.read(REPO / "notebooks" / "ablations.py"), str(out), kernel_name="python3",
-        parameters={"n_per_class": 40, "k_grid": [1, 2, 4], "strengths": [0.0, 0.7], "ipc": 2},
+        parameters={"n_per_class": 40, "k_grid": [1, 2, 4], "strengths": [0.0, 0.7], "ipc": 2,
+                    "train_size": 2000},
         progress_bar=False, cwd=str(REPO))
     text = out.read_text()
     assert "d_eff" in text and "teacher agreement" in text

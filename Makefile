@@ -30,6 +30,7 @@ book: $(STAMP)
 	$(MAKE) book-only
 
 book-only: $(STAMP)
+	$(BIN)/python tools/execute_book.py
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "book: file://$(CURDIR)/_build/html/index.html"
 

@@ -50,8 +50,8 @@ def _myst_nb_read(path: Path):
 def test_pages_are_executed_into_the_cache_the_build_reads(tmp_path, execute_book, capsys):
     from jupyter_cache import get_cache
 
-    (tmp_path / "_config.yml").write_text("execute:\n  timeout: 120\n  exclude_patterns:\n"
-                                          "    - runs/*\n")
+    (tmp_path / "_config.yml").write_text("exclude_patterns:\n  - '*.ipynb'\nexecute:\n"
+                                          "  timeout: 120\n  exclude_patterns:\n    - runs/*\n")
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: page\n"
                                        "  - file: broken\n  - file: runs/one\n")
     (tmp_path / "intro.md").write_text("# Intro\n")
@@ -60,6 +60,7 @@ def test_pages_are_executed_into_the_cache_the_build_reads(tmp_path, execute_boo
     page.write_text(HEADER + "\n# %%\nimport os\nprint(os.environ['OMP_NUM_THREADS'], 6 * 7)\n")
     broken.write_text(HEADER + "\n# %%\nraise ValueError('a page that fails')\n")
     run.write_text(HEADER + "\n# %%\nprint('never executed')\n")
+    (tmp_path / "page.ipynb").write_text("{}")  # a twin the book excludes (not even read)
     assert execute_book.book_notebooks(tmp_path) == [page, broken]
 
     assert execute_book.main(["--root", str(tmp_path), "--workers", "2"]) == 0

@@ -256,3 +256,21 @@ def test_sweep_executor_errors_name_the_fix(tmp_path):
         with executor("dask", scheduler="tcp://127.0.0.1:9"):
             pass
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").glob("*.json"))
+
+
+def test_run_kernels_get_the_malloc_settings_and_a_users_setting_wins(tmp_path, monkeypatch):
+    from pqlib.sweep import KERNEL_MALLOC, Run, execute_run
+
+    probe = tmp_path / "probe.py"
+    probe.write_text("# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n"
+                     "#     language: python\n#     name: python3\n# ---\n\n"
+                     '# %% tags=["parameters"]\nresult_path = None\n\n# %%\nimport json, os\n'
+                     f'names = {list(KERNEL_MALLOC)!r}\n'
+                     'json.dump({"env": {k: os.environ.get(k) for k in names}}, open(result_path, "w"))\n')
+    for name in KERNEL_MALLOC:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
+    run = Run("probe", "test", {}, tmp_path / "runs" / "probe.ipynb", tmp_path / "results" / "probe.json")
+    assert execute_run(run, notebook=probe, cwd=tmp_path)["status"] == "ok"
+    assert json.loads(run.record.read_text())["env"] == dict(KERNEL_MALLOC, MALLOC_TOP_PAD_="0")
+    assert "GLIBC_TUNABLES" not in os.environ and os.environ["MALLOC_TOP_PAD_"] == "0"  # restored

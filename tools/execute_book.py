@@ -3,7 +3,8 @@
 Jupyter Book executes the notebooks of its table of contents one after the other, each kernel
 with every core. On a small machine most of a page's time is single-threaded (imports, small
 tensors, plotting), so this script runs ``--workers`` kernels at once instead, each with an
-equal share of the cores, and stores every executed notebook in the build's jupyter-cache
+equal share of the cores and the sweep's malloc settings (``pqlib.sweep.KERNEL_MALLOC``),
+and stores every executed notebook in the build's jupyter-cache
 (``_build/.jupyter_cache``) exactly as myst-nb would: the build then finds each page's outputs
 there ("Using cached notebook") and executes nothing. A page that fails here is left out of the
 cache, so the build executes it again and reports the error itself; a page already cached is
@@ -29,9 +30,11 @@ NOTEBOOK_SUFFIXES = (".py", ".ipynb")
 
 def book_notebooks(root: Path) -> list[Path]:
     """The notebooks (``.py`` in the percent format, ``.ipynb``) of ``_toc.yml`` that the build
-    executes: every ``file`` entry but those matching ``execute.exclude_patterns``."""
+    executes: every ``file`` entry but those matching the book's ``exclude_patterns`` (e.g. the
+    ``.ipynb`` twin of a ``.py`` page) or ``execute.exclude_patterns``."""
     config = yaml.safe_load((root / "_config.yml").read_text())
-    excluded = config.get("execute", {}).get("exclude_patterns", [])
+    excluded = [*config.get("exclude_patterns", []),
+                *config.get("execute", {}).get("exclude_patterns", [])]
     files: list[str] = []
 
     def walk(node):
@@ -66,8 +69,11 @@ def _execute(path: str, threads: int, timeout: int) -> tuple[str, dict, float, s
     """Execute one notebook in its folder with ``threads`` threads (a worker process)."""
     from jupyter_cache.executors.utils import single_nb_execution
 
+    from pqlib.sweep import KERNEL_MALLOC
+
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # inherited by the kernel
         os.environ[var] = str(threads)
+    os.environ.update({k: v for k, v in KERNEL_MALLOC.items() if k not in os.environ})
     nb = read_notebook(Path(path))
     result = single_nb_execution(nb, cwd=str(Path(path).parent), timeout=timeout,
                                  allow_errors=False, meta_override=True)
@@ -90,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = get_cache(str(root / "_build" / ".jupyter_cache"))
     todo = []
     for path in book_notebooks(root):
+        nb = read_notebook(path)
+        if nb.metadata.get("mystnb", {}).get("execution_mode", "cache") != "cache":
+            continue  # a page that sets its own execution mode (e.g. force) is the build's
         try:
-            cache.match_cache_notebook(read_notebook(path))
+            cache.match_cache_notebook(nb)
         except KeyError:
             todo.append(path)
     # the largest files first: a rough proxy for the longest pages (the pool's tail is shorter)

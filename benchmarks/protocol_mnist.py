@@ -3,7 +3,8 @@ at IPC 1 / 10 / 50, hard labels, under ``dc`` (the published protocol) and a che
 beside the published numbers; plus the random-real control with soft labels (``fkd``).
 
     python benchmarks/protocol_mnist.py [--protocols dc dc300] [--ipc 1 10 50]
-        [--seeds 0 1 2 3 4] [--methods random herding kcenter] [--no-soft]
+        [--seeds 0 1 2 3 4] [--methods random herding kcenter herding-pixel kcenter-pixel]
+        [--no-soft]
         [--out results/benchmarks/protocol_mnist.json]
     python benchmarks/protocol_mnist.py --table      # only print/write the tables
 
@@ -30,12 +31,35 @@ PUBLISHED = {  # ConvNet-3, hard labels, MNIST test accuracy (%), REFERENCE.md (
     "herding": {1: (89.2, 1.6), 10: (93.7, 0.3), 50: (94.8, 0.2)},
     "kcenter": {1: (89.3, 1.5), 10: (84.4, 1.7), 50: (97.4, 0.3)},
 }
+# the same selections on raw pixels instead of the teacher's features: how far the coreset
+# baselines' accuracy depends on the embedding they select in (published column: the method's)
+PIXEL = {"herding-pixel": "herding", "kcenter-pixel": "kcenter"}
+
+
+def select(method: str, train, ipc: int, seed: int, teacher):
+    """The distilled set of a selection ``method`` (random, herding, kcenter or a PIXEL one)."""
+    import torch
+
+    from pqlib import distill
+    from pqlib.methods.common import class_indices, selection
+    from pqlib.methods.herding import herd
+    from pqlib.methods.kcenter import greedy_kcenter
+
+    if method == "random":
+        return distill(method, train, ipc, seed=seed)
+    if method not in PIXEL:
+        return distill(method, train, ipc, seed=seed, teacher=teacher, progress=False)
+    g = torch.Generator().manual_seed(seed)  # as kcenter: one generator, class after class
+    pick = (lambda x: herd(x, ipc)) if method == "herding-pixel" else (
+        lambda x: greedy_kcenter(x, ipc, generator=g))
+    return selection(train, torch.cat([idx[pick(train.images[idx].flatten(1))]
+                                       for idx in class_indices(train)]))
 
 
 def run(args, doc: dict, out: Path) -> None:
     import torch
 
-    from pqlib import distill, load
+    from pqlib import load
     from pqlib.cache import atomic_write
     from pqlib.provenance import provenance
     from pqlib.train import evaluate, train_student, train_teacher
@@ -49,8 +73,7 @@ def run(args, doc: dict, out: Path) -> None:
         todo = [p for p in protocols if (method, ipc, seed, p) not in done]
         if not todo:
             continue
-        d = (distill(method, train, ipc, seed=seed) if method == "random" else
-             distill(method, train, ipc, seed=seed, teacher=teacher, progress=False))
+        d = select(method, train, ipc, seed, teacher)
         for protocol in todo:
             t0 = time.perf_counter()
             soft = protocol == "fkd"
@@ -80,8 +103,8 @@ def tables(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for p in runs.columns:
         acc[p] = [f"{a} ({int(n)})" if n == n else a for a, n in zip(acc[p], runs[p])]
     acc["published (hard)"] = [
-        "{:.1f} ± {:.1f}".format(*PUBLISHED[m][i]) if m in PUBLISHED and i in PUBLISHED[m] else "–"
-        for m, i in acc.index]
+        "{:.1f} ± {:.1f}".format(*PUBLISHED[p][i]) if (p := PIXEL.get(m, m)) in PUBLISHED
+        and i in PUBLISHED[p] else "–" for m, i in acc.index]
     cost = df.groupby(["protocol", "ipc"]).seconds.median().unstack("ipc").round(1)
     return acc, cost
 
@@ -96,7 +119,9 @@ def write_tables(doc: dict, path: Path) -> str:
         "Made by `" + doc.get("command", "python benchmarks/protocol_mnist.py") + "` "
         f"(rows: `{path.with_suffix('.json').name}`). Accuracy in %, mean ± std over seeds "
         "(runs in brackets); `fkd` = the random subset with the teacher's soft labels. "
-        "*published* = paper-reported (DC, Zhao et al. 2021), hard labels.\n\n"
+        "*published* = paper-reported (DC, Zhao et al. 2021), hard labels; `-pixel` rows: "
+        "the same selection on raw pixels instead of the teacher's features, beside the "
+        "method's published numbers.\n\n"
         + acc.to_markdown() + "\n\nMedian seconds per student (train + test):\n\n"
         + cost.to_markdown() + "\n\n"
         f"Provenance: commit {prov.get('commit')}, CPU {prov.get('machine', {}).get('cpu')}, "
@@ -118,7 +143,8 @@ def _relative(args: list[str]) -> list[str]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--protocols", nargs="+", default=["dc", "dc300"])
-    ap.add_argument("--methods", nargs="+", default=list(PUBLISHED), choices=list(PUBLISHED))
+    ap.add_argument("--methods", nargs="+", default=list(PUBLISHED),
+                    choices=[*PUBLISHED, *PIXEL], help="herding-pixel, kcenter-pixel: on raw pixels")
     ap.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--no-soft", dest="soft", action="store_false",

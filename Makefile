@@ -17,21 +17,28 @@ help:
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[book,dev,dask]'
+	$(BIN)/pip install --quiet --no-compile --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --no-compile --disable-pip-version-check -e '.[book,dev,dask]'
+	@# byte-compile on every core (pip does it on one); like pip, skip files of newer syntax
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# the run kernels' glibc malloc settings (pqlib.sweep.KERNEL_MALLOC) for the whole sweep and
+# build (its warm-up stages too), unless already set
+MALLOC = $$($(BIN)/python -c 'import os; from pqlib.sweep import KERNEL_MALLOC as m; \
+	print(*(f"{k}={v}" for k, v in m.items() if k not in os.environ))')
+
 book: $(STAMP)
-	$(BIN)/pqlib sweep --profile $(PROFILE)
+	env $(MALLOC) $(BIN)/pqlib sweep --profile $(PROFILE)
 	$(MAKE) book-only
 
 book-only: $(STAMP)
 	$(BIN)/python tools/execute_book.py
-	$(BIN)/jupyter-book build . -W --keep-going
+	env $(MALLOC) $(BIN)/jupyter-book build . -W --keep-going
 	@echo "book: file://$(CURDIR)/_build/html/index.html"
 
 check-book: $(STAMP)

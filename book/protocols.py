@@ -64,8 +64,8 @@ display(Markdown(calibration.read_text().split("\n", 1)[1] if calibration.exists
 # teacher's features (`-pixel` rows, IPC 1 and 10, seeds 0-2, beside the method's published
 # numbers). Over its 15 seeds, random at IPC 1 stays about 8 points under the published mean,
 # and herding is as far under it at IPC 1 and as far above it at IPC 10 on pixels as on
-# features: the embedding does not explain the gaps, which sit in the IPC-1 training regime
-# and in the protocol the published coreset numbers were made under.
+# features: the embedding does not explain the gaps. Still to measure: the coreset baselines
+# under the evaluation of the DC paper itself, which predates DSA.
 
 # %% tags=["hide-input"]
 followup = BENCH / "protocol_mnist_followup.md"

@@ -29,8 +29,8 @@ test: $(STAMP)
 
 # the run kernels' glibc malloc settings (pqlib.sweep.KERNEL_MALLOC) for the whole sweep and
 # build (its warm-up stages too), unless already set
-MALLOC = $$($(BIN)/python -c 'import os; from pqlib.sweep import KERNEL_MALLOC as m; \
-	print(*(f"{k}={v}" for k, v in m.items() if k not in os.environ))')
+MALLOC = $$($(BIN)/python -c 'from pqlib.sweep import kernel_malloc; \
+	print(*(f"{k}={v}" for k, v in kernel_malloc().items()))')
 
 book: $(STAMP)
 	env $(MALLOC) $(BIN)/pqlib sweep --profile $(PROFILE)

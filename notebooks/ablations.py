@@ -59,10 +59,11 @@ train = train.subset(torch.arange(train_size)) if train_size else train
 prior, teacher = load_prior(dataset), train_teacher(dataset, progress=False)
 # each class's latents and teacher features come from the per-class caches that DDOQ, the
 # selections and WMDD fill (computed here if a sweep has not run); then n_per_class of them
-parts = [train.subset(idx) for idx in class_indices(train)]
+indices = class_indices(train)
+parts = [train.subset(idx) for idx in indices]
 g = torch.Generator().manual_seed(seed)
-keep = [torch.randperm(len(part), generator=g)[:n_per_class] for part in parts]
-data = train.subset(torch.cat([idx[k] for idx, k in zip(class_indices(train), keep)]))
+keep = [torch.randperm(len(idx), generator=g)[:n_per_class] for idx in indices]
+data = train.subset(torch.cat([idx[k] for idx, k in zip(indices, keep)]))
 spaces = {
     "latent": torch.cat([class_latents(prior, part)[0].flatten(1)[k]
                          for part, k in zip(parts, keep)]),

@@ -206,6 +206,11 @@ KERNEL_MALLOC = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "MALLOC_MMAP_THRESH
                  "MALLOC_TRIM_THRESHOLD_": str(4 << 30), "MALLOC_TOP_PAD_": str(512 << 20)}
 
 
+def kernel_malloc() -> dict[str, str]:
+    """The :data:`KERNEL_MALLOC` settings not already in the environment (a user's setting wins)."""
+    return {k: v for k, v in KERNEL_MALLOC.items() if k not in os.environ}
+
+
 def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBOOK,
                 keep_record: bool = False, cwd: str | Path | None = None) -> dict:
     """Execute one run with papermill; move its outputs into place on success.
@@ -234,7 +239,7 @@ def execute_run(run: Run, *, threads: int | None = None, notebook: Path = NOTEBO
                   distilled_dir=os.path.relpath(staged_set, cwd))
     start, record, error = time.perf_counter(), {}, None
     try:
-        with patch.dict(os.environ, {k: v for k, v in KERNEL_MALLOC.items() if k not in os.environ}):
+        with patch.dict(os.environ, kernel_malloc()):
             papermill.execute_notebook(jupytext.read(notebook), str(staged_nb), parameters=params,
                                        kernel_name="python3", progress_bar=False, cwd=str(cwd))
         if not staged_rec.exists():

@@ -69,11 +69,11 @@ def _execute(path: str, threads: int, timeout: int) -> tuple[str, dict, float, s
     """Execute one notebook in its folder with ``threads`` threads (a worker process)."""
     from jupyter_cache.executors.utils import single_nb_execution
 
-    from pqlib.sweep import KERNEL_MALLOC
+    from pqlib.sweep import kernel_malloc
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # inherited by the kernel
         os.environ[var] = str(threads)
-    os.environ.update({k: v for k, v in KERNEL_MALLOC.items() if k not in os.environ})
+    os.environ.update(kernel_malloc())
     nb = read_notebook(Path(path))
     result = single_nb_execution(nb, cwd=str(Path(path).parent), timeout=timeout,
                                  allow_errors=False, meta_override=True)

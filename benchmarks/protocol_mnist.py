@@ -2,8 +2,9 @@
 at IPC 1 / 10 / 50, hard labels, under ``dc`` (the published protocol) and a cheaper candidate,
 beside the published numbers; plus the random-real control with soft labels (``fkd``).
 
-    python benchmarks/protocol_mnist.py [--protocols dc dc300] [--ipc 1 10 50]
-        [--seeds 0 1 2 3 4] [--methods random herding kcenter herding-pixel kcenter-pixel]
+    python benchmarks/protocol_mnist.py [--protocols dc dc300 dc-iclr21] [--ipc 1 10 50]
+        [--seeds 0 1 2 3 4]
+        [--methods random herding kcenter herding-pixel kcenter-pixel kcenter-mean]
         [--no-soft]
         [--out results/benchmarks/protocol_mnist.json]
     python benchmarks/protocol_mnist.py --table      # only print/write the tables
@@ -34,19 +35,25 @@ PUBLISHED = {  # ConvNet-3, hard labels, MNIST test accuracy (%), REFERENCE.md (
 # the same selections on raw pixels instead of the teacher's features: how far the coreset
 # baselines' accuracy depends on the embedding they select in (published column: the method's)
 PIXEL = {"herding-pixel": "herding", "kcenter-pixel": "kcenter"}
+# k-center started from the image nearest the class mean in the teacher's features (herding's
+# first pick) instead of a random one: whether the published k-center used that first pick
+VARIANTS = {**PIXEL, "kcenter-mean": "kcenter"}
 
 
 def select(method: str, train, ipc: int, seed: int, teacher):
-    """The distilled set of a selection ``method`` (random, herding, kcenter or a PIXEL one)."""
+    """The distilled set of a selection ``method`` (random, herding, kcenter or a VARIANTS one)."""
     import torch
 
     from pqlib import distill
-    from pqlib.methods.common import class_indices, selection
+    from pqlib.methods.common import class_indices, select_per_class, selection
     from pqlib.methods.herding import herd
     from pqlib.methods.kcenter import greedy_kcenter
 
     if method == "random":
         return distill(method, train, ipc, seed=seed)
+    if method == "kcenter-mean":  # in the teacher's features, as kcenter
+        return select_per_class(train, teacher, progress=False, pick=lambda f: greedy_kcenter(
+            f, ipc, first=int(herd(f, 1)[0])))
     if method not in PIXEL:
         return distill(method, train, ipc, seed=seed, teacher=teacher, progress=False)
     g = torch.Generator().manual_seed(seed)  # as kcenter: one generator, class after class
@@ -103,7 +110,7 @@ def tables(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for p in runs.columns:
         acc[p] = [f"{a} ({int(n)})" if n == n else a for a, n in zip(acc[p], runs[p])]
     acc["published (hard)"] = [
-        "{:.1f} ± {:.1f}".format(*PUBLISHED[p][i]) if (p := PIXEL.get(m, m)) in PUBLISHED
+        "{:.1f} ± {:.1f}".format(*PUBLISHED[p][i]) if (p := VARIANTS.get(m, m)) in PUBLISHED
         and i in PUBLISHED[p] else "–" for m, i in acc.index]
     cost = df.groupby(["protocol", "ipc"]).seconds.median().unstack("ipc").round(1)
     return acc, cost
@@ -121,7 +128,9 @@ def write_tables(doc: dict, path: Path) -> str:
         "(runs in brackets); `fkd` = the random subset with the teacher's soft labels. "
         "*published* = paper-reported (DC, Zhao et al. 2021), hard labels; `-pixel` rows: "
         "the same selection on raw pixels instead of the teacher's features, beside the "
-        "method's published numbers.\n\n"
+        "method's published numbers; `kcenter-mean`: k-center started from the image nearest "
+        "the class mean (herding's first pick) instead of a random one; `dc-iclr21`: `dc` with "
+        "the DC paper's own per-image crop / scale / rotate instead of DSA.\n\n"
         + acc.to_markdown() + "\n\nMedian seconds per student (train + test):\n\n"
         + cost.to_markdown() + "\n\n"
         f"Provenance: commit {prov.get('commit')}, CPU {prov.get('machine', {}).get('cpu')}, "
@@ -144,7 +153,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--protocols", nargs="+", default=["dc", "dc300"])
     ap.add_argument("--methods", nargs="+", default=list(PUBLISHED),
-                    choices=[*PUBLISHED, *PIXEL], help="herding-pixel, kcenter-pixel: on raw pixels")
+                    choices=[*PUBLISHED, *VARIANTS], help="herding-pixel, kcenter-pixel: on raw "
+                    "pixels; kcenter-mean: k-center from the image nearest the class mean")
     ap.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--no-soft", dest="soft", action="store_false",

@@ -2,6 +2,8 @@
 
 * :func:`dsa` — the DC/DSA/DM benchmark's augmentation (one op group per batch), used by the
   ``dc`` protocol and by DM's matching;
+* :func:`dc_augment` — the DC paper's own evaluation augmentation, before DSA (one op per
+  image), used by the ``dc-iclr21`` protocol;
 * :func:`default_augmentation` — the kornia family of pqlib's first protocol (``legacy``):
   digits get rotation, translation, scaling and cutout (never a flip, which would turn some
   digits into others); colour data gets random-resized crops and flips;
@@ -15,7 +17,8 @@ import torch
 
 from .checks import Int, InvalidParameter, Optional, Real, Tensor, checked
 
-__all__ = ["default_augmentation", "cutmix", "dsa", "dsa_strategy", "DSA_OPS", "DSA_DEFAULT"]
+__all__ = ["default_augmentation", "cutmix", "dsa", "dsa_strategy", "dc_augment", "DSA_OPS",
+           "DSA_DEFAULT", "DC_OPS"]
 
 
 def default_augmentation(image_shape: tuple[int, int, int]) -> torch.nn.Module:
@@ -179,3 +182,103 @@ def _cutout(x: torch.Tensor, rand) -> torch.Tensor:
     inside_x = (xs >= cx[:, None] - cw // 2) & (xs < cx[:, None] - cw // 2 + cw)
     keep = ~(inside_y[:, :, None] & inside_x[:, None, :])
     return x * keep[:, None].to(x.dtype)
+
+
+# ------------------------------------------------------- DC's own augmentation (Zhao et al., 2021)
+
+DC_OPS = ("crop", "scale", "rotate", "noise")
+
+
+@checked(x=Tensor, strategy=str, generator=Optional | torch.Generator)
+def dc_augment(x: torch.Tensor, strategy: str = "crop_scale_rotate", *,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """The evaluation augmentation of the DC paper, before DSA: one op per image.
+
+    What ``augment`` of VICO-UoE/DatasetCondensation applies when a student is trained on MNIST
+    without DSA (``get_daparam``: strategy ``crop_scale_rotate``; ``main.py`` then trains 1,000
+    epochs), written for pqlib and vectorised over the batch. Each image gets one op of
+    ``strategy`` (``_``-separated names from ``DC_OPS``), drawn uniformly, with its own
+    parameters; fills use the batch's per-channel mean m (images are standardised):
+
+    * ``crop``: pad 4 pixels with m, cut the original size at an offset in {0, …, 7} per axis
+      (a shift of −4 … +3 pixels);
+    * ``scale``: resize (nearest) to ⌊u·H⌋ × ⌊v·H⌋ with u, v ~ U(0.8, 1.2), centre it on a
+      zero canvas, cut the centre H × W;
+    * ``rotate``: rotate by an integer angle in [−45°, 44°] about the centre (half a pixel off
+      where the original's grown canvas is odd), fill the mean of m (bicubic; the original
+      uses scipy's cubic spline);
+    * ``noise``: add 0.001 · N(0, 1).
+
+    Parameters
+    ----------
+    x : tensor of shape (N, C, H, W), standardised images (not differentiated through)
+    strategy : ops to draw from, e.g. ``"crop_scale_rotate"`` (MNIST)
+    generator : source of every random draw (CPU generator)
+
+    Returns
+    -------
+    tensor of shape (N, C, H, W)
+    """
+    ops = strategy.split("_")
+    unknown = [op for op in ops if op not in DC_OPS]
+    if unknown:
+        raise InvalidParameter(f"unknown DC op(s) {unknown} in strategy {strategy!r}; ops: {DC_OPS}")
+    x = x.detach()
+    mean = x.mean((0, 2, 3))
+    choice = torch.randint(len(ops), (x.shape[0],), generator=generator)
+    out = x.clone()
+    for k, op in enumerate(ops):
+        rows = (choice == k).nonzero().flatten()
+        if len(rows):
+            part = x[rows]
+            out[rows] = (_dc_crop(part, mean, generator) if op == "crop"
+                         else _dc_scale(part, generator) if op == "scale"
+                         else _dc_rotate(part, float(mean.mean()), generator) if op == "rotate"
+                         else part + 0.001 * torch.randn(part.shape, generator=generator).to(x))
+    return out
+
+
+def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``out[n, c, i, j] = x[n, c, rows[n, i], cols[n, j]]`` for (N, H) / (N, W) indices."""
+    batch = torch.arange(len(x), device=x.device)[:, None, None]
+    return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def _dc_crop(x: torch.Tensor, mean: torch.Tensor, g) -> torch.Tensor:
+    n, c, h, w = x.shape
+    pad = 4
+    padded = mean.view(1, c, 1, 1).expand(n, c, h + 2 * pad, w + 2 * pad).clone()
+    padded[:, :, pad:pad + h, pad:pad + w] = x
+    dy, dx = (torch.randint(2 * pad, (n, 1), generator=g).to(x.device) for _ in range(2))
+    return _gather(padded, dy + torch.arange(h, device=x.device), dx + torch.arange(w, device=x.device))
+
+
+def _dc_scale(x: torch.Tensor, g) -> torch.Tensor:
+    n, _, h, w = x.shape
+    sizes = ((torch.rand(n, 2, generator=g, dtype=torch.float64) * 0.4 + 0.8) * h).long()
+    canvas = torch.maximum(sizes.max(1).values, torch.tensor(max(h, w)))
+
+    def axis(size, side):  # source index of each output pixel along one axis, and its validity
+        q = (torch.arange(side)[None] + ((canvas - side) // 2)[:, None]
+             - ((canvas - size) // 2)[:, None])  # position in the resized image
+        src = (q.float() * (side / size.float())[:, None]).floor().long().clamp(0, side - 1)
+        return src.to(x.device), ((q >= 0) & (q < size[:, None])).to(x.device)
+
+    (ry, vy), (rx, vx) = axis(sizes[:, 0], h), axis(sizes[:, 1], w)
+    return _gather(x, ry, rx) * (vy[:, :, None] & vx[:, None, :])[:, None].to(x.dtype)
+
+
+def _dc_rotate(x: torch.Tensor, fill: float, g) -> torch.Tensor:
+    _, _, h, w = x.shape
+    angle = torch.randint(-45, 45, (len(x),), generator=g).double() * torch.pi / 180
+    cos, sin = angle.cos(), angle.sin()
+    # the original rotates onto a grown canvas (scipy's reshape) and cuts the centre: where the
+    # canvas grows by an odd number of pixels, the cut sits half a pixel off the centre
+    odd_y = ((cos.abs() * h + sin.abs() * w + 0.5).floor() - h) % 2
+    odd_x = ((sin.abs() * h + cos.abs() * w + 0.5).floor() - w) % 2
+    dx, dy = -odd_x / w, -odd_y / h  # half a pixel in grid units
+    theta = torch.stack([torch.stack((cos, -sin, cos * dx - sin * dy), 1),
+                         torch.stack((sin, cos, sin * dx + cos * dy), 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x - fill, grid, mode="bicubic",
+                                           align_corners=False) + fill

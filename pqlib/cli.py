@@ -226,8 +226,8 @@ _COMMANDS = {
                            "(default convnet_bn, trained and cached), PATH.safetensors, "
                            "ARCH:WEIGHTS.safetensors, or 'none' for hard labels")),
         ("--student", dict(default="convnet", help="student architecture (default convnet)")),
-        ("--protocol", dict(help="evaluation protocol (pqlib.protocols: dc, dc300, fkd, "
-                            "legacy-hard, legacy-soft); default dc with --teacher none, else fkd")),
+        ("--protocol", dict(help="evaluation protocol (pqlib.protocols: dc, dc300, dc-iclr21, "
+                            "fkd, fkd-noaug, legacy-hard, legacy-soft); default dc with --teacher none, else fkd")),
         ("--epochs", dict(type=int, help="override the protocol's epochs E")),
         _SEED,
         ("--no-weights", dict(_FLAG, help="ignore the per-image weights")),

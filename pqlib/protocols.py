@@ -16,6 +16,12 @@ Named protocols (:data:`PROTOCOLS`, :func:`get_protocol`):
 ``dc300``
     ``dc`` with E = 300 (301 epochs, drop after epoch 151): the candidate cheaper reference;
     ``benchmarks/protocol_mnist.py`` measures it against ``dc``.
+``dc-iclr21``
+    ``dc`` with the augmentation of the DC paper itself (Zhao et al., ICLR 2021), which
+    predates DSA and is what its coreset baselines (random, herding, k-center) could have been
+    evaluated under: one of crop / scale / rotate per image (:func:`~pqlib.augment.dc_augment`;
+    ``get_daparam``'s ``crop_scale_rotate`` for MNIST, with 1,000 epochs, as ``main.py`` sets
+    when it augments).
 ``fkd``
     Soft labels (FKD / RDED / D4M): the teacher relabels every augmented, CutMix-ed batch; KL
     at temperature 20; AdamW lr 1e-3, weight decay 0.01, cosine schedule, 300 epochs, batch
@@ -36,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from .augment import DSA_DEFAULT, DSA_OPS, dsa_strategy
+from .augment import DC_OPS, DSA_DEFAULT, DSA_OPS, dsa_strategy
 from .checks import Int, InvalidParameter, OneOf, Real, check
 
 __all__ = ["Protocol", "PROTOCOLS", "get_protocol", "protocol_from_record", "channel_stats",
@@ -64,7 +70,8 @@ class Protocol:
     extra_epoch : train E + 1 epochs, as ``evaluate_synset`` does
     batch_size : images per step (capped at the set size; the last batch of an epoch is kept)
     augmentation : ``"dsa"`` (DSA's default ops, flip dropped on 1-channel data),
-        ``"dsa:<ops>"``, ``"kornia"`` (legacy family) or ``"none"``
+        ``"dsa:<ops>"``, ``"dc:<ops>"`` (DC's one op per image, ops from ``DC_OPS``),
+        ``"kornia"`` (legacy family) or ``"none"``
     standardize : feed the student images standardised by the dataset's mean and std
     cutmix : CutMix every batch (soft-label protocols)
     temperature : softmax temperature of the KL loss (soft labels)
@@ -90,11 +97,12 @@ class Protocol:
         for key, constraint in _FIELDS.items():
             check(key, getattr(self, key), constraint, where=where)
         kind, colon, ops = str(self.augmentation).partition(":")
-        ops_ok = not colon or (kind == "dsa" and all(op in DSA_OPS for op in ops.split("_")))
-        if kind not in ("dsa", "kornia", "none") or not ops_ok:
+        known = {"dsa": DSA_OPS, "dc": DC_OPS}.get(kind, ())
+        ops_ok = (not colon and kind != "dc") or all(op in known for op in ops.split("_"))
+        if kind not in ("dsa", "dc", "kornia", "none") or not ops_ok:
             raise InvalidParameter(f"{where}: augmentation={self.augmentation!r} should be 'dsa', "
-                                   f"'kornia', 'none' or 'dsa:<ops>' with ops from {DSA_OPS} "
-                                   "joined by '_'")
+                                   f"'kornia', 'none', 'dsa:<ops>' with ops from {DSA_OPS} or "
+                                   f"'dc:<ops>' with ops from {DC_OPS}, ops joined by '_'")
 
     @property
     def total_epochs(self) -> int:
@@ -132,6 +140,7 @@ _FKD = Protocol("fkd", "soft", "adamw", lr=1e-3, momentum=0.0, weight_decay=0.01
 PROTOCOLS: dict[str, Protocol] = {
     "dc": _DC,
     "dc300": _DC.replace(name="dc300", epochs=300),
+    "dc-iclr21": _DC.replace(name="dc-iclr21", augmentation="dc:crop_scale_rotate"),
     "fkd": _FKD,
     "fkd-noaug": _FKD.replace(name="fkd-noaug", augmentation="none", cutmix=False),
     "legacy-hard": _DC.replace(name="legacy-hard", schedule="step", epochs=300, extra_epoch=False,

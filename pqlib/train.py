@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import data as data_mod
-from .augment import cutmix, default_augmentation, dsa
+from .augment import cutmix, dc_augment, default_augmentation, dsa
 from .cache import atomic_write, cache_dir, config_hash
 from .checks import CorruptFile, Int, InvalidParameter, OneOf, Optional, Real, checked
 from .distilled import DistilledSet
@@ -355,9 +355,11 @@ class _StudentLoop:
             self.model = Standardized(
                 net, *channel_stats(distilled.report.dataset, distilled.images)).to(device)
         strategy = protocol.dsa_strategy(self.x.shape[1])
-        self.augment = (default_augmentation(tuple(self.x.shape[1:])) if protocol.augmentation == "kornia"
+        kind, _, dc_ops = protocol.augmentation.partition(":")
+        self.augment = (default_augmentation(tuple(self.x.shape[1:])) if kind == "kornia"
                         else functools.partial(dsa, strategy=strategy, generator=self.g) if strategy
-                        else nn.Identity())
+                        else functools.partial(dc_augment, strategy=dc_ops, generator=self.g)
+                        if kind == "dc" else nn.Identity())
         self._compile(should_compile(compile, self.total_steps, self.batch, device))
         self.opt = self._optimizer(protocol.lr)
         self.sched = None  # "step-reset": a fresh optimiser at a tenth of the lr, after_epoch()

@@ -41,6 +41,8 @@ def test_kcenter_picks_farthest_points():
     g = torch.Generator().manual_seed(0)
     chosen = greedy_kcenter(x, 3, generator=g).tolist()
     assert set(chosen[1:]) <= {0, 2, 3} and len(set(chosen)) == 3
+    # a given first center (here herding's: the point nearest the mean, 5.0 → row 3)
+    assert greedy_kcenter(x, 3, first=int(herd(x, 1)[0])).tolist() == [3, 0, 2]
 
 
 def test_registry_and_errors(digits):

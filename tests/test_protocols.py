@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pqlib.augment import dsa
+from pqlib.augment import dc_augment, dsa
 from pqlib.protocols import PROTOCOLS, Protocol, get_protocol, protocol_from_record
 from pqlib.train import evaluate, train_student
 
@@ -23,6 +23,9 @@ def test_named_protocols_hold_the_published_knobs():
     noaug = get_protocol("fkd-noaug")  # DD-Ranking's "without augmentation" evaluation
     assert noaug == fkd.replace(name="fkd-noaug", augmentation="none", cutmix=False)
     assert noaug.dsa_strategy(1) is None
+    iclr = get_protocol("dc-iclr21")  # the DC paper's own evaluation, before DSA
+    assert iclr == dc.replace(name="dc-iclr21", augmentation="dc:crop_scale_rotate")
+    assert iclr.dsa_strategy(1) is None
 
 
 def test_protocol_round_trips_through_its_dict_and_rejects_bad_values():
@@ -152,8 +155,72 @@ def test_protocol_fields_and_augmentation_arguments_are_checked():
         dc.replace(lr=0)
     with pytest.raises(InvalidParameter, match="augmentation='dsa:crop_blur' should be"):
         dc.replace(augmentation="dsa:crop_blur")
+    for bad in ("dc", "dc:crop_flip"):  # DC's ops must be named, and flip is not one of them
+        with pytest.raises(InvalidParameter, match=f"augmentation='{bad}' should be"):
+            dc.replace(augmentation=bad)
+    with pytest.raises(InvalidParameter, match=r"unknown DC op\(s\) \['flip'\]"):
+        dc_augment(torch.rand(2, 1, 8, 8), "crop_flip")
     assert dc.replace(augmentation="dsa:crop_flip").dsa_strategy(1) == "crop"
     with pytest.raises(InvalidParameter, match="dsa: generator=0 should be .*a Generator"):
         dsa(torch.rand(2, 1, 8, 8), "crop", generator=0)
     with pytest.raises(InvalidParameter, match="cutmix: beta=0 should be a number > 0"):
         cutmix(torch.rand(2, 1, 8, 8), beta=0)
+
+
+def test_dc_augment_applies_one_op_per_image_as_the_original_does():
+    """crop: a shift of -4..+3 pixels with the batch mean as fill; scale: the per-image
+    nearest resize, centred on a zero canvas, of the original; rotate: close to scipy's."""
+    from scipy.ndimage import rotate
+
+    x = torch.zeros(40, 1, 28, 28)
+    for i in range(40):  # distinct bright blocks so that each shift is recognisable
+        x[i, 0, 6 + i % 9:14 + i % 9, 5 + i % 7:17 + i % 7] = 1.0 + i / 40
+    g = torch.Generator().manual_seed(0)
+    crops, fill = dc_augment(x, "crop", generator=g), x.mean()
+    padded = torch.nn.functional.pad(x - fill, (4, 4, 4, 4)) + fill
+    for i in range(40):
+        shifts = [(dy, dx) for dy in range(8) for dx in range(8)
+                  if torch.allclose(crops[i], padded[i, :, dy:dy + 28, dx:dx + 28])]
+        assert shifts, f"image {i} is no shift of the padded original"
+    assert len({tuple(c.flatten().tolist()) for c in crops}) > 30  # offsets drawn per image
+
+    g = torch.Generator().manual_seed(1)
+    state = g.get_state()
+    scaled = dc_augment(x, "scale", generator=g)
+    g.set_state(state)
+    torch.randint(1, (40,), generator=g)  # the op choice, then the sizes
+    sizes = ((torch.rand(40, 2, generator=g, dtype=torch.float64) * 0.4 + 0.8) * 28).long()
+    for i in range(40):
+        h, w = map(int, sizes[i])
+        side = max(h, w, 28)
+        canvas = torch.zeros(1, side, side)
+        canvas[:, (side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = \
+            torch.nn.functional.interpolate(x[i:i + 1], [h, w])[0]
+        o = (side - 28) // 2
+        assert torch.equal(scaled[i], canvas[:, o:o + 28, o:o + 28]), (i, h, w)
+
+    g = torch.Generator().manual_seed(2)
+    state = g.get_state()
+    turned = dc_augment(x, "rotate", generator=g)
+    g.set_state(state)
+    torch.randint(1, (40,), generator=g)
+    angles = torch.randint(-45, 45, (40,), generator=g)
+    assert len(set(angles.tolist())) > 20
+
+    def error(i, angle):  # against scipy's rotation (cubic spline) cut to the centre, as DC does
+        ref = torch.as_tensor(rotate(x[i].numpy(), angle, axes=(-2, -1), cval=float(fill)))
+        o = (ref.shape[-1] - 28) // 2  # odd sizes: half a pixel off centre, dc_augment too
+        return float((ref[:, o:o + 28, o:o + 28] - turned[i]).abs().mean() / x[i].abs().mean())
+
+    for i in range(40):
+        a = int(angles[i])
+        assert error(i, a) < 0.15, (i, a)  # measured at most 0.11: bicubic against a spline
+        if abs(a) >= 5:
+            assert error(i, a) < 0.5 * error(i, -a), (i, a)  # the same direction as scipy
+
+
+def test_dc_iclr21_students_are_reproducible_and_learn(small_set, digits_test):
+    kw = dict(epochs=30, seed=3, compile=False, progress=False)
+    a, b = (train_student(small_set, "dc-iclr21", **kw) for _ in range(2))
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert evaluate(a, digits_test) > 25.0  # chance is 10 %

@@ -15,10 +15,13 @@ from .common import select_per_class
 from .registry import register
 
 
-def greedy_kcenter(feats: torch.Tensor, k: int, *, generator: torch.Generator) -> torch.Tensor:
-    """Indices of ``k`` rows of ``feats`` (n, d) chosen by greedy k-center."""
+def greedy_kcenter(feats: torch.Tensor, k: int, *, generator: torch.Generator | None = None,
+                   first: int | None = None) -> torch.Tensor:
+    """Indices of ``k`` rows of ``feats`` (n, d) chosen by greedy k-center, starting from row
+    ``first`` (default: one drawn with ``generator``)."""
     feats = feats.double()
-    first = int(torch.randint(len(feats), (1,), generator=generator))
+    if first is None:
+        first = int(torch.randint(len(feats), (1,), generator=generator))
     chosen = [first]
     nearest = ((feats - feats[first]) ** 2).sum(1)
     for _ in range(k - 1):

@@ -92,7 +92,8 @@ def full_data_accuracy(df: pd.DataFrame, root: str | Path | None = None) -> tupl
                 "accuracy (ConvNet-BN trained on all the data), read from the records")
     epochs = sorted({r.get("epochs") for r in doc.get("rows", [])})
     return (float(np.mean(runs)), "a ConvNet-3 trained with hard labels on all the training data "
-            f"(benchmarks/full_data.py; epochs {epochs}), mean of {len(runs)} runs")
+            f"(benchmarks/full_data.py; epochs {epochs}), mean of {len(runs)} run"
+            + "s" * (len(runs) != 1))
 
 
 def dd_ranking(df: pd.DataFrame, full_hard: float, *, lam: float = 0.5,

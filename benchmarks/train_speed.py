@@ -111,8 +111,9 @@ def main(argv=None) -> None:
     teacher = Teacher(build("convnet_bn", 1, 10, 28).eval(), 0.0, "convnet_bn", "bench", {}, 0.0,
                       10, (1, 28, 28))
     rows = []
-    print(f"precision {precision}, {torch.get_num_threads()} threads, "
-          f"{provenance()['machine']['cpu']}")
+    cpu = provenance()["machine"]
+    print(f"precision {precision}, {torch.get_num_threads()} threads, {cpu['cpu']} "
+          f"({' '.join(cpu['isa']) or 'no AVX2'})")
     print(f"{'ipc':>4} {'batch':>5} {'hard c':>8} {'hard e':>8} {'soft c':>8} {'soft e':>8} "
           f"{'eager':>8} {'convs':>8}  hard/eager soft/hard  compile s")
     for ipc in args.ipc:

@@ -68,6 +68,24 @@ if not ref.empty:
     display(results.provenance_table(ref).T)  # one column per profile: fits the page
 
 # %% [markdown]
+# The reference run was made over several sessions, so its records come from more than one
+# commit. The commit of every record is kept, and each record reproduces at its own commit
+# (`pqlib rerun`; the reports are in `results/reruns/`). Between the commits below, two changes
+# alter what a method computes: `4c1bae4` seeds DDOQ's and D4M's decoding noise per class
+# (seed + class, so that each class can run as its own task; every image changes, the
+# distribution does not) and `a28c25b` computes WMDD's per-class BatchNorm statistics with
+# BatchNorm's own kernel instead of `var_mean` (rounding-level differences). Every other
+# commit in between is a refactoring with the same outputs (the regression tests check
+# them). Which code made each cell:
+
+# %% tags=["hide-input"]
+if not ref.empty and "commit" in ref:
+    display(ref.assign(code=ref.commit.fillna("none").str[:7])
+            .pivot_table(index="variant", columns="ipc", values="code",
+                         aggfunc=lambda s: ", ".join(sorted(set(s))))
+            .reindex([v for v in order if v in set(ref.variant)]).fillna("–"))
+
+# %% [markdown]
 # ## Accuracy against images per class
 #
 # Mean ± standard deviation over seeds; each legend entry gives the number of seeds at each
@@ -121,7 +139,10 @@ reported["wmdd"]
 # wmdd`), the decoder's img2img strength at IPC 10 (`ddoq-strength0.5/0.9 − ddoq`, 0.7 being
 # D4M's setting), and every method against random real images with the same labels. Rows
 # without records are left out. At IPC 1 every weighting is the same (one point of mass 1 per
-# class), so `ddoq`, `d4m` and `ddoq-sqrt` coincide there by construction.
+# class), so `ddoq`, `d4m` and `ddoq-sqrt` coincide there by construction. The `commits` column
+# names the code each side ran (A's, then B's where they differ): the reference run was made
+# over several sessions, so a row whose two sides ran different commits compares code states
+# as well as variants (see *The records and their provenance* above).
 
 # %% tags=["hide-input"]
 diffs = pd.concat([compare.paired_differences(ref, compare.questions(ref, order), kind)
@@ -138,7 +159,7 @@ else:
         question=diffs.A + " − " + diffs.B,
         interval=[f"[{lo:+.2f}, {hi:+.2f}]" if n > 1 else "–"
                   for lo, hi, n in zip(diffs.lo, diffs.hi, diffs.n)])
-            .set_index(["question", "labels", "ipc"])[["n", "a", "b", "diff", "interval"]]
+            .set_index(["question", "labels", "ipc"])[["n", "a", "b", "diff", "interval", "commits"]]
             .rename(columns={"a": "A (%)", "b": "B (%)", "diff": "A − B (points)",
                              "interval": "95 % interval"}).round(2))
 

@@ -163,6 +163,13 @@ def cmd_rerun(args) -> int:
 
     report = rerun(args.record, tolerance=args.tolerance, keep=args.keep, root=args.root)
     print(report.table())
+    if args.json:
+        import json
+
+        from .cache import atomic_write
+
+        with atomic_write(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=1)
     return report.exit_status
 
 
@@ -255,6 +262,8 @@ _COMMANDS = {
                              "difference, in points (default 0.5)")),
         ("--keep", dict(metavar="DIR", help="execute in DIR (new or empty) and keep its notebook, "
                         "record and distilled set (default: a temporary folder, removed)")),
+        ("--json", dict(metavar="OUT", help="also write the report, with the re-run's commit "
+                        "and machine, to OUT")),
     ]),
     "bench": (cmd_bench, "run a script of benchmarks/ (no name: list them)", [
         ("name", dict(nargs="?")),

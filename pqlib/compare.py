@@ -49,12 +49,21 @@ def paired_differences(df: pd.DataFrame, pairs=None, kind: str = "soft", *,
     DataFrame with one row per (A, B, IPC): ``A, B, labels, ipc, n`` (seeds both have),
     ``a, b`` (their mean accuracies over those seeds, %), ``diff`` (mean of A − B, points),
     ``lo, hi`` (mean ± t · sd / √n, t the (1 + level) / 2 quantile of Student's t with n − 1
-    degrees of freedom, points; NaN when n < 2) and ``excludes_zero``.
+    degrees of freedom, points; NaN when n < 2), ``excludes_zero`` and ``commits`` (the short
+    commits of the paired records, A's then B's where they differ: the code each side ran).
     """
     from scipy import stats
 
     col = f"acc_{kind}"
     acc = df.dropna(subset=[col]).pivot_table(index=["ipc", "seed"], columns="variant", values=col)
+    code = (df.dropna(subset=[col]).assign(short=lambda r: r.commit.fillna("none").str[:7])
+            .groupby(["variant", "ipc", "seed"]).short.first()) if "commit" in df else None
+
+    def commits(variant, index) -> str:
+        if code is None:
+            return "none"
+        return ", ".join(sorted({code.get((variant, i, s), "none") for i, s in index}))
+
     rows = []
     for a, b in pairs or questions(df):
         for ipc, d in (acc[a] - acc[b]).dropna().groupby(level="ipc") if {a, b} <= set(acc) else ():
@@ -62,9 +71,10 @@ def paired_differences(df: pd.DataFrame, pairs=None, kind: str = "soft", *,
             rows.append({"A": a, "B": b, "labels": kind, "ipc": int(ipc), "n": len(d),
                          "a": acc.loc[d.index, a].mean(), "b": acc.loc[d.index, b].mean(),
                          "diff": d.mean(), "lo": d.mean() - half, "hi": d.mean() + half,
-                         "excludes_zero": bool(d.mean() - half > 0 or d.mean() + half < 0)})
+                         "excludes_zero": bool(d.mean() - half > 0 or d.mean() + half < 0),
+                         "commits": " / ".join(dict.fromkeys(commits(v, d.index) for v in (a, b)))})
     return pd.DataFrame(rows, columns=["A", "B", "labels", "ipc", "n", "a", "b", "diff", "lo", "hi",
-                                       "excludes_zero"])
+                                       "excludes_zero", "commits"])
 
 
 def significance(diffs: pd.DataFrame, level: float = 0.95) -> str:

@@ -58,17 +58,24 @@ def git_commit() -> str | None:
     return code_origin()["commit"]
 
 
+ISA_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
 def machine() -> dict:
-    """CPU, core count, torch threads and OS of this machine."""
+    """CPU (model name and :data:`ISA_FLAGS` it has), core count, torch threads and OS."""
     import torch
 
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+        flags = set(next((line.split(":", 1)[1].split() for line in info
+                          if line.startswith("flags")), []))
     except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
+        cpu, flags = platform.processor() or platform.machine(), set()
     return {
         "cpu": cpu,
+        # the vector units that decide bf16 speed (machines share a model name, not these)
+        "isa": [f for f in ISA_FLAGS if f in flags],
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

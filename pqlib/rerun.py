@@ -6,7 +6,8 @@
 papermill path, in a scratch folder, with the record's torch thread count, using the code pqlib
 runs from. The report lists the recorded and the new test accuracies (soft / hard labels) and
 W2 figures; the run *reproduces* when every accuracy is within ``tolerance`` points of the
-record. The command line is ``pqlib rerun RECORD [--tolerance T] [--keep DIR] [--root DIR]``.
+record. The command line is ``pqlib rerun RECORD [--tolerance T] [--keep DIR] [--json OUT]
+[--root DIR]``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ class RerunReport:
     @property
     def exit_status(self) -> int:
         return 0 if self.reproduces else 1
+
+    def to_dict(self) -> dict:
+        """The report as JSON-ready data, with the provenance of the re-run (``pqlib rerun
+        --json``): committed beside the records, it is the evidence that they reproduce."""
+        from .provenance import provenance
+
+        return {"record": str(self.record), "run": self.run, "parameters": self.parameters,
+                "threads": self.threads, "tolerance": self.tolerance,
+                "recorded_commit": self.recorded_commit, "reproduces": self.reproduces,
+                "mismatches": self.mismatches, "seconds": round(self.seconds, 1),
+                "error": self.error,
+                "rows": [{"quantity": q, "recorded": old, "rerun": new, "checked": q in self.checked}
+                         for q, old, new in self.rows],
+                **provenance()}
 
     def table(self) -> str:
         """The report as text: a header, one line per quantity, and the verdict."""

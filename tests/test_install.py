@@ -79,3 +79,18 @@ def test_provenance_in_the_checkout_names_its_commit():
     assert origin["source"] == "git checkout"
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", origin["commit"])
     assert provenance()["commit"] == origin["commit"]
+
+
+def test_machine_names_the_vector_units_that_decide_bf16_speed(tmp_path, monkeypatch):
+    """Two machines here share the model name "Intel(R) Xeon(R) Processor"; only the flags
+    tell the one with AMX-bf16 from the one without, so records keep them."""
+    import pqlib.provenance as prov
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Some CPU\n"
+                    "flags\t\t: fpu avx2 avx512f amx_tile amx_bf16\n")
+    real_path = prov.Path
+    monkeypatch.setattr(prov, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
+    m = prov.machine()
+    assert m["cpu"] == "Some CPU"
+    assert m["isa"] == ["amx_bf16", "avx512f", "avx2"]  # in ISA_FLAGS order, absent ones left out

@@ -124,12 +124,21 @@ def test_rerun_fails_when_the_record_differs(swept, tmp_path, capsys):
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(rec))
     keep = tmp_path / "keep"
-    assert main(["rerun", str(edited), "--keep", str(keep)]) == 1
+    report = tmp_path / "reports" / "rerun.json"
+    report.parent.mkdir()
+    assert main(["rerun", str(edited), "--keep", str(keep), "--json", str(report)]) == 1
     out = capsys.readouterr().out
     soft = next(line for line in out.splitlines() if line.startswith("accuracy soft"))
     hard = next(line for line in out.splitlines() if line.startswith("accuracy hard"))
     assert soft.endswith("DIFFERS") and "-5.00" in soft and hard.endswith("ok")
     assert "DOES NOT REPRODUCE" in out
+    saved = json.loads(report.read_text())  # the same verdict, with the re-run's provenance
+    assert saved["reproduces"] is False and saved["mismatches"] == ["accuracy soft (%)"]
+    rows = {row["quantity"]: row for row in saved["rows"]}
+    assert rows["accuracy soft (%)"]["recorded"] - rows["accuracy soft (%)"]["rerun"] == (
+        pytest.approx(5.0))
+    assert saved["recorded_commit"] == rec["commit"] and "machine" in saved and saved["commit"]
+    assert list(report.parent.iterdir()) == [report]  # no temporary file left beside it
     assert (keep / f"{NAME}.ipynb").exists() and (keep / f"{NAME}.json").exists()
 
 

@@ -51,6 +51,10 @@ def test_paired_difference_interval_matches_the_t_formula():
     diffs = compare.paired_differences(shifted, [("a", "b"), ("a", "c")], "soft")
     assert diffs.excludes_zero.tolist() == [False, True]
     assert "a − c, soft labels, IPC 10: +12.00" in compare.significance(diffs)
+    # the code each side ran: one commit when both agree, A's then B's when they do not
+    dated = shifted.assign(commit=["1" * 40] * 4 + ["2" * 40] * 3 + ["1" * 40] * 3)
+    diffs = compare.paired_differences(dated, [("a", "b"), ("a", "c")], "soft")
+    assert diffs.commits.tolist() == ["1111111 / 2222222", "1111111"]
 
 
 def test_lrs_and_ars_lie_in_the_unit_interval_and_match_the_definition():

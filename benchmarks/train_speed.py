@@ -1,12 +1,15 @@
 """Student-training speed: ms per optimiser step of ``train_student`` against its floors.
 
-    python benchmarks/train_speed.py [--ipc 1 10 50] [--steps 30] [--json OUT]
+    python benchmarks/train_speed.py [--ipc 1 10 50] [--steps 30] [--repeat 1] [--json OUT]
 
 For MNIST-shaped sets of IPC × 10 images (batch = min(256, set size)), in one run:
 
 * ``train_student``, hard labels (``dc`` protocol) and soft labels (``fkd``, teacher forward
   included), compiled as ``compile="auto"`` would (forced on here) and eager;
-* a plain eager ConvNet-3 forward + backward + SGD step on the same batch, no augmentation;
+* a plain eager ConvNet-3 forward + backward + SGD step on the same batch, no augmentation:
+  ``stock``, the network of stock ``torch.nn`` modules (``nn.AvgPool2d``: the textbook
+  ConvNet-3, the yardstick of the speed target), and ``eager``, pqlib's own ConvNet-3 run
+  eagerly (its pooling is already the faster matrix product of ``models.AvgPool2``);
 * the three convolutions alone (forward + backward, eager oneDNN): the floor of the network.
 
 Per-step time of ``train_student`` is the difference of two runs (``--steps`` more epochs),
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -51,12 +55,15 @@ def student_ms(d, teacher, compile: bool, steps: int) -> tuple[float, float]:
     return 1000 * per_step, t1 - t0
 
 
-def eager_ms(batch: int, steps: int, precision: str) -> float:
-    from pqlib.models import build
+def eager_ms(batch: int, steps: int, precision: str, stock: bool = False) -> float:
+    from pqlib.models import AvgPool2, build
     from pqlib.train import autocast
 
     torch.manual_seed(0)
     net = build("convnet", 1, 10, 28)
+    if stock:  # torch.nn's own pooling (FirstConv is nn.Conv2d when eager)
+        net.body = torch.nn.Sequential(*(torch.nn.AvgPool2d(2) if isinstance(m, AvgPool2) else m
+                                         for m in net.body))
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.rand(batch, 1, 28, 28), torch.randint(10, (batch,))
 
@@ -104,6 +111,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of every measurement; the medians are reported (default 1)")
     ap.add_argument("--json", help="also write the rows and provenance here")
     args = ap.parse_args(argv)
     precision = resolve_precision()
@@ -115,23 +124,33 @@ def main(argv=None) -> None:
     print(f"precision {precision}, {torch.get_num_threads()} threads, {cpu['cpu']} "
           f"({' '.join(cpu['isa']) or 'no AVX2'})")
     print(f"{'ipc':>4} {'batch':>5} {'hard c':>8} {'hard e':>8} {'soft c':>8} {'soft e':>8} "
-          f"{'eager':>8} {'convs':>8}  hard/eager soft/hard  compile s")
+          f"{'stock':>8} {'eager':>8} {'convs':>8}  hard/stock hard/eager soft/hard  compile s")
     for ipc in args.ipc:
         d = _set(ipc)
         batch = min(256, len(d))
-        row = {"ipc": ipc, "batch": batch}
-        for kind, tch in (("hard", None), ("soft", teacher)):
-            for comp in (True, False):
-                ms, fixed = student_ms(d, tch, comp, args.steps)
-                row[f"{kind}_{'compiled' if comp else 'eager'}_ms"] = round(ms, 2)
-                if comp:
-                    row[f"{kind}_compile_s"] = round(fixed, 1)
-        row["plain_eager_ms"] = round(eager_ms(batch, args.steps, precision), 2)
-        row["convs_ms"] = round(convs_ms(batch, args.steps, precision), 2)
+        runs = []  # --repeat rounds of every measurement, interleaved: the machine drifts
+        for _ in range(args.repeat):
+            run = {}
+            for kind, tch in (("hard", None), ("soft", teacher)):
+                for comp in (True, False):
+                    ms, fixed = student_ms(d, tch, comp, args.steps)
+                    run[f"{kind}_{'compiled' if comp else 'eager'}_ms"] = ms
+                    if comp:
+                        run[f"{kind}_compile_s"] = fixed
+            run["stock_eager_ms"] = eager_ms(batch, args.steps, precision, stock=True)
+            run["plain_eager_ms"] = eager_ms(batch, args.steps, precision)
+            run["convs_ms"] = convs_ms(batch, args.steps, precision)
+            runs.append(run)
+        # each column: its median over the rounds; the rounds' values kept beside it
+        row = {"ipc": ipc, "batch": batch, **{k: round(statistics.median(r[k] for r in runs), 2)
+                                               for k in runs[0]}}
+        if args.repeat > 1:
+            row["rounds"] = [{k: round(v, 2) for k, v in r.items()} for r in runs]
         rows.append(row)
         print(f"{ipc:>4} {batch:>5} {row['hard_compiled_ms']:>8.1f} {row['hard_eager_ms']:>8.1f} "
               f"{row['soft_compiled_ms']:>8.1f} {row['soft_eager_ms']:>8.1f} "
-              f"{row['plain_eager_ms']:>8.1f} {row['convs_ms']:>8.1f}  "
+              f"{row['stock_eager_ms']:>8.1f} {row['plain_eager_ms']:>8.1f} {row['convs_ms']:>8.1f}  "
+              f"{row['hard_compiled_ms'] / row['stock_eager_ms']:>10.2f} "
               f"{row['hard_compiled_ms'] / row['plain_eager_ms']:>10.2f} "
               f"{row['soft_compiled_ms'] / row['hard_compiled_ms']:>9.2f}  "
               f"{row['hard_compile_s']:.0f}/{row['soft_compile_s']:.0f}")
@@ -140,7 +159,8 @@ def main(argv=None) -> None:
 
         with atomic_write(args.json, "w") as f:
             json.dump({"precision": precision, "threads": torch.get_num_threads(),
-                       "steps": args.steps, "rows": rows, **provenance()}, f, indent=2)
+                       "steps": args.steps, "repeat": args.repeat, "rows": rows,
+                       **provenance()}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -69,14 +69,13 @@ if not ref.empty:
 
 # %% [markdown]
 # The reference run was made over several sessions, so its records come from more than one
-# commit. The commit of every record is kept, and each record reproduces at its own commit
-# (`pqlib rerun`; the reports are in `results/reruns/`). Between the commits below, two changes
-# alter what a method computes: `4c1bae4` seeds DDOQ's and D4M's decoding noise per class
-# (seed + class, so that each class can run as its own task; every image changes, the
-# distribution does not) and `a28c25b` computes WMDD's per-class BatchNorm statistics with
-# BatchNorm's own kernel instead of `var_mean` (rounding-level differences). Every other
-# commit in between is a refactoring with the same outputs (the regression tests check
-# them). Which code made each cell:
+# commit; each keeps its own. Between the commits below, two changes alter what a method
+# computes: `4c1bae4` seeds DDOQ's and D4M's decoding noise per class (seed + class, so that
+# each class can run as its own task; every image changes, the distribution does not) and
+# `a28c25b` computes WMDD's per-class BatchNorm statistics with BatchNorm's own kernel instead
+# of `var_mean` (rounding-level differences). The other commits in between describe
+# themselves as leaving outputs unchanged, and the regression tests hold them to it. Which
+# code made each cell:
 
 # %% tags=["hide-input"]
 if not ref.empty and "commit" in ref:
@@ -84,6 +83,15 @@ if not ref.empty and "commit" in ref:
             .pivot_table(index="variant", columns="ipc", values="code",
                          aggfunc=lambda s: ", ".join(sorted(set(s))))
             .reindex([v for v in order if v in set(ref.variant)]).fillna("–"))
+
+# %% [markdown]
+# **Do the records reproduce?** Records re-run from a clean checkout, at their own commit or at
+# a later one, every stage computed again (`pqlib rerun --json`, reports in `results/reruns/`;
+# Δ = re-run − recorded test accuracy, points; a record *reproduces* when both are within 0.5):
+
+# %% tags=["hide-input"]
+reruns = results.rerun_table(ROOT / "reruns")
+display(reruns.round(2) if not reruns.empty else Markdown("*No re-run report yet.*"))
 
 # %% [markdown]
 # ## Accuracy against images per class

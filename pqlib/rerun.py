@@ -76,7 +76,7 @@ class RerunReport:
                 "error": self.error,
                 "rows": [{"quantity": q, "recorded": old, "rerun": new, "checked": q in self.checked}
                          for q, old, new in self.rows],
-                **provenance()}
+                **provenance(), "commit": self.commit}
 
     def table(self) -> str:
         """The report as text: a header, one line per quantity, and the verdict."""

@@ -52,7 +52,8 @@ from .protocols import Protocol, protocol_from_record
 
 __all__ = ["build_record", "StudentResult", "method_order", "write_record", "load_records",
            "upgrade_record", "read_record", "accuracy_table", "paper_reported", "find_run",
-           "results_root", "provenance_line", "stage_table", "provenance_table", "SCHEMA_VERSION",
+           "results_root", "provenance_line", "stage_table", "provenance_table", "rerun_table",
+           "SCHEMA_VERSION",
            "READABLE_SCHEMAS", "PROFILE_PREFERENCE", "SPLIT_SIZES"]
 
 PROFILE_PREFERENCE = ("paper", "quick", "smoke")
@@ -337,3 +338,23 @@ def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
         "total wall time (h)": g["wall_time_s"].sum().div(3600).round(2),
         "first / last record": g["created"].apply(lambda s: f"{min(s)} / {max(s)}"),
     })
+
+
+def rerun_table(folder: str | Path) -> pd.DataFrame:
+    """The re-run reports in ``folder`` (``pqlib rerun --json``), one row each: the run, the
+    commit it was recorded at and re-run at, the re-run's CPU (``+AMX`` when it has
+    amx_bf16), its seconds, the accuracy differences re-run − recorded (points) and whether it
+    reproduces. Empty (with these columns) when there is no report."""
+    cols = ["run", "recorded at", "re-run at", "machine", "seconds", "soft Δ", "hard Δ",
+            "reproduces"]
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        rep = json.loads(path.read_text())
+        delta = {r["quantity"].split()[1]: r["rerun"] - r["recorded"] for r in rep["rows"]
+                 if r["checked"] and None not in (r["recorded"], r["rerun"])}
+        machine = rep.get("machine") or {}
+        amx = "+AMX" if "amx_bf16" in (machine.get("isa") or []) else ""
+        rows.append([rep["run"], (rep.get("recorded_commit") or "none")[:7],
+                     (rep.get("commit") or "none")[:7], f"{machine.get('cpu', '?')}{amx}",
+                     rep.get("seconds"), delta.get("soft"), delta.get("hard"), rep["reproduces"]])
+    return pd.DataFrame(rows, columns=cols)

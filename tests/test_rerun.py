@@ -162,3 +162,27 @@ def test_rerun_usage_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "status 'failed'" in err and "pqlib sweep" in err and err.count("\n") == 1
     assert str(failed.resolve()) in err
+
+
+def test_rerun_table_reads_the_reports(tmp_path):
+    """Two saved reports, one that reproduces and one that does not: the book's table shows
+    the commits, the machine and the differences re-run − recorded."""
+    from pqlib.rerun import RerunReport
+    from pqlib.results import rerun_table
+
+    def report(name, soft, hard, tolerance=0.5):
+        rep = RerunReport(Path(f"{name}.json"), name, {}, 1, tolerance,
+                          rows=[("accuracy soft (%)", 95.0, soft), ("accuracy hard (%)", 90.0, hard),
+                                ("W2 weighted", 1.0, 1.1)],
+                          checked={"accuracy soft (%)", "accuracy hard (%)"},
+                          recorded_commit="a" * 40, commit="b" * 40)
+        (tmp_path / f"{name}.json").write_text(json.dumps(rep.to_dict()))
+
+    report("r1", 95.2, 90.0)
+    report("r2", 95.0, 88.4)
+    table = rerun_table(tmp_path).set_index("run")
+    assert table.loc["r1", "soft Δ"] == pytest.approx(0.2) and table.loc["r2", "hard Δ"] == (
+        pytest.approx(-1.6))
+    assert table.reproduces.tolist() == [True, False]
+    assert (table["recorded at"] == "aaaaaaa").all() and (table["re-run at"] == "bbbbbbb").all()
+    assert rerun_table(tmp_path / "none").empty

@@ -12,6 +12,7 @@ record. The command line is ``pqlib rerun RECORD [--tolerance T] [--keep DIR] [-
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -69,7 +70,10 @@ class RerunReport:
         --json``): committed beside the records, it is the evidence that they reproduce."""
         from .provenance import provenance
 
-        return {"record": str(self.record), "run": self.run, "parameters": self.parameters,
+        record = Path(self.record).resolve()
+        with contextlib.suppress(ValueError):  # inside the project: no machine path
+            record = record.relative_to(project_root())
+        return {"record": str(record), "run": self.run, "parameters": self.parameters,
                 "threads": self.threads, "tolerance": self.tolerance,
                 "recorded_commit": self.recorded_commit, "reproduces": self.reproduces,
                 "mismatches": self.mismatches, "seconds": round(self.seconds, 1),

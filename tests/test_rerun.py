@@ -138,6 +138,7 @@ def test_rerun_fails_when_the_record_differs(swept, tmp_path, capsys):
     assert rows["accuracy soft (%)"]["recorded"] - rows["accuracy soft (%)"]["rerun"] == (
         pytest.approx(5.0))
     assert saved["recorded_commit"] == rec["commit"] and "machine" in saved and saved["commit"]
+    assert saved["record"] == str(edited)  # outside the project: the path as given
     assert list(report.parent.iterdir()) == [report]  # no temporary file left beside it
     assert (keep / f"{NAME}.ipynb").exists() and (keep / f"{NAME}.json").exists()
 

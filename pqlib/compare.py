@@ -56,14 +56,8 @@ def paired_differences(df: pd.DataFrame, pairs=None, kind: str = "soft", *,
 
     col = f"acc_{kind}"
     acc = df.dropna(subset=[col]).pivot_table(index=["ipc", "seed"], columns="variant", values=col)
-    code = (df.dropna(subset=[col]).assign(short=lambda r: r.commit.fillna("none").str[:7])
-            .groupby(["variant", "ipc", "seed"]).short.first()) if "commit" in df else None
-
-    def commits(variant, index) -> str:
-        if code is None:
-            return "none"
-        return ", ".join(sorted({code.get((variant, i, s), "none") for i, s in index}))
-
+    short = df.commit.fillna("none").str[:7] if "commit" in df else "none"
+    code = df.assign(short=short).groupby(["variant", "ipc", "seed"]).short.first()
     rows = []
     for a, b in pairs or questions(df):
         for ipc, d in (acc[a] - acc[b]).dropna().groupby(level="ipc") if {a, b} <= set(acc) else ():
@@ -72,7 +66,8 @@ def paired_differences(df: pd.DataFrame, pairs=None, kind: str = "soft", *,
                          "a": acc.loc[d.index, a].mean(), "b": acc.loc[d.index, b].mean(),
                          "diff": d.mean(), "lo": d.mean() - half, "hi": d.mean() + half,
                          "excludes_zero": bool(d.mean() - half > 0 or d.mean() + half < 0),
-                         "commits": " / ".join(dict.fromkeys(commits(v, d.index) for v in (a, b)))})
+                         "commits": " / ".join(dict.fromkeys(", ".join(sorted(
+                             {code[v, i, s] for i, s in d.index})) for v in (a, b)))})
     return pd.DataFrame(rows, columns=["A", "B", "labels", "ipc", "n", "a", "b", "diff", "lo", "hi",
                                        "excludes_zero", "commits"])
 

@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 #: (+5: 1.35-1.6x faster steps; one function, kernel_malloc, that the sweep, the book's executor
 #: and the Makefile share), then the DC paper's own evaluation augmentation (+50: dc_augment,
 #: one op per image, and the dc-iclr21 protocol, to test whether the published coreset
-#: baselines were evaluated under it). New code comes with its cuts.
-STATEMENTS = 3669
+#: baselines were evaluated under it); then the reference run's evidence (+27: records name the
+#: CPU's vector units, `pqlib rerun --json` and the Results page's table of the re-run reports,
+#: the commits beside each paired difference). New code comes with its cuts.
+STATEMENTS = 3696
 spec = importlib.util.spec_from_file_location("shape", REPO / "tools" / "shape.py")
 shape = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(shape)

@@ -105,7 +105,7 @@ def _timed(fn, steps: int) -> float:
 
 def main(argv=None) -> None:
     from pqlib.models import build
-    from pqlib.provenance import provenance
+    from pqlib.provenance import machine, provenance
     from pqlib.train import Teacher, resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,9 +120,9 @@ def main(argv=None) -> None:
     teacher = Teacher(build("convnet_bn", 1, 10, 28).eval(), 0.0, "convnet_bn", "bench", {}, 0.0,
                       10, (1, 28, 28))
     rows = []
-    cpu = provenance()["machine"]
-    print(f"precision {precision}, {torch.get_num_threads()} threads, {cpu['cpu']} "
-          f"({' '.join(cpu['isa']) or 'no AVX2'})")
+    here = machine()
+    print(f"precision {precision}, {torch.get_num_threads()} threads, {here['cpu']} "
+          f"({' '.join(here['isa']) or 'no AVX2'})")
     print(f"{'ipc':>4} {'batch':>5} {'hard c':>8} {'hard e':>8} {'soft c':>8} {'soft e':>8} "
           f"{'stock':>8} {'eager':>8} {'convs':>8}  hard/stock hard/eager soft/hard  compile s")
     for ipc in args.ipc:

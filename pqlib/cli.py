@@ -164,12 +164,9 @@ def cmd_rerun(args) -> int:
     report = rerun(args.record, tolerance=args.tolerance, keep=args.keep, root=args.root)
     print(report.table())
     if args.json:
-        import json
+        from .cache import write_json
 
-        from .cache import atomic_write
-
-        with atomic_write(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=1)
+        write_json(args.json, report.to_dict())
     return report.exit_status
 
 

@@ -1,6 +1,7 @@
 """Student-training speed: ms per optimiser step of ``train_student`` against its floors.
 
     python benchmarks/train_speed.py [--ipc 1 10 50] [--steps 30] [--repeat 1] [--json OUT]
+                                     [--note TEXT]
 
 For MNIST-shaped sets of IPC × 10 images (batch = min(256, set size)), in one run:
 
@@ -10,7 +11,11 @@ For MNIST-shaped sets of IPC × 10 images (batch = min(256, set size)), in one r
   ``stock``, the network of stock ``torch.nn`` modules (``nn.AvgPool2d``: the textbook
   ConvNet-3, the yardstick of the speed target), and ``eager``, pqlib's own ConvNet-3 run
   eagerly (its pooling is already the faster matrix product of ``models.AvgPool2``);
-* the three convolutions alone (forward + backward, eager oneDNN): the floor of the network.
+* the three convolutions alone (forward + backward, eager oneDNN): the floor of the network;
+* the floor of what a soft step adds: the teacher's forward as ``train_student`` runs it
+  (compiled, no grad) and the three convolutions' forward alone. ``soft floor`` =
+  (hard + convolutions' forward) / hard is the least soft/hard any soft step that runs the
+  teacher on its batch can reach.
 
 Per-step time of ``train_student`` is the difference of two runs (``--steps`` more epochs),
 so model construction and compilation are not counted; compilation time is printed apart.
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -77,21 +84,38 @@ def eager_ms(batch: int, steps: int, precision: str, stock: bool = False) -> flo
     return 1000 * _timed(step, steps)
 
 
-def convs_ms(batch: int, steps: int, precision: str) -> float:
+def convs_ms(batch: int, steps: int, precision: str, backward: bool = True) -> float:
+    """The student's three convolutions (eager oneDNN): forward + backward, or forward only."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     layers = []
     for cin, side, pad in ((1, 28, 3), (128, 16, 1), (128, 8, 1)):
-        x = torch.randn(batch, cin, side, side, dtype=dtype, requires_grad=cin > 1)
-        w = torch.randn(128, cin, 3, 3, dtype=dtype, requires_grad=True)
-        b = torch.zeros(128, dtype=dtype, requires_grad=True)
+        x = torch.randn(batch, cin, side, side, dtype=dtype, requires_grad=backward and cin > 1)
+        w = torch.randn(128, cin, 3, 3, dtype=dtype, requires_grad=backward)
+        b = torch.zeros(128, dtype=dtype, requires_grad=backward)
         layers.append((x, w, b, pad))
 
     def step():
-        for x, w, b, pad in layers:
-            out = F.conv2d(x, w, b, padding=pad)
-            out.backward(torch.ones_like(out))
+        with torch.set_grad_enabled(backward):
+            for x, w, b, pad in layers:
+                out = F.conv2d(x, w, b, padding=pad)
+                if backward:
+                    out.backward(torch.ones_like(out))
 
     return 1000 * _timed(step, steps)
+
+
+def teacher_ms(teacher, batch: int, steps: int, precision: str) -> float:
+    """The teacher's forward on one batch as ``train_student`` runs it (compiled, no grad)."""
+    from pqlib.train import autocast
+
+    label = torch.compile(teacher.model, dynamic=False)
+    x = torch.rand(batch, 1, 28, 28)
+
+    def forward():
+        with torch.no_grad(), autocast(precision):
+            label(x).float()
+
+    return 1000 * _timed(forward, steps)
 
 
 def _timed(fn, steps: int) -> float:
@@ -106,6 +130,7 @@ def _timed(fn, steps: int) -> float:
 def main(argv=None) -> None:
     from pqlib.models import build
     from pqlib.provenance import machine, provenance
+    from pqlib.sweep import KERNEL_MALLOC
     from pqlib.train import Teacher, resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,6 +139,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of every measurement; the medians are reported (default 1)")
     ap.add_argument("--json", help="also write the rows and provenance here")
+    ap.add_argument("--note", default="", help="how it was measured (what else ran), for the JSON")
     args = ap.parse_args(argv)
     precision = resolve_precision()
     torch.manual_seed(0)
@@ -124,7 +150,8 @@ def main(argv=None) -> None:
     print(f"precision {precision}, {torch.get_num_threads()} threads, {here['cpu']} "
           f"({' '.join(here['isa']) or 'no AVX2'})")
     print(f"{'ipc':>4} {'batch':>5} {'hard c':>8} {'hard e':>8} {'soft c':>8} {'soft e':>8} "
-          f"{'stock':>8} {'eager':>8} {'convs':>8}  hard/stock hard/eager soft/hard  compile s")
+          f"{'stock':>8} {'eager':>8} {'convs':>8} {'teacher':>8} {'conv fw':>8}  hard/stock "
+          f"hard/eager soft/hard soft floor  compile s")
     for ipc in args.ipc:
         d = _set(ipc)
         batch = min(256, len(d))
@@ -140,6 +167,8 @@ def main(argv=None) -> None:
             run["stock_eager_ms"] = eager_ms(batch, args.steps, precision, stock=True)
             run["plain_eager_ms"] = eager_ms(batch, args.steps, precision)
             run["convs_ms"] = convs_ms(batch, args.steps, precision)
+            run["teacher_forward_ms"] = teacher_ms(teacher, batch, args.steps, precision)
+            run["convs_forward_ms"] = convs_ms(batch, args.steps, precision, backward=False)
             runs.append(run)
         # each column: its median over the rounds; the rounds' values kept beside it
         row = {"ipc": ipc, "batch": batch, **{k: round(statistics.median(r[k] for r in runs), 2)
@@ -149,18 +178,22 @@ def main(argv=None) -> None:
         rows.append(row)
         print(f"{ipc:>4} {batch:>5} {row['hard_compiled_ms']:>8.1f} {row['hard_eager_ms']:>8.1f} "
               f"{row['soft_compiled_ms']:>8.1f} {row['soft_eager_ms']:>8.1f} "
-              f"{row['stock_eager_ms']:>8.1f} {row['plain_eager_ms']:>8.1f} {row['convs_ms']:>8.1f}  "
+              f"{row['stock_eager_ms']:>8.1f} {row['plain_eager_ms']:>8.1f} {row['convs_ms']:>8.1f} "
+              f"{row['teacher_forward_ms']:>8.1f} {row['convs_forward_ms']:>8.1f}  "
               f"{row['hard_compiled_ms'] / row['stock_eager_ms']:>10.2f} "
               f"{row['hard_compiled_ms'] / row['plain_eager_ms']:>10.2f} "
-              f"{row['soft_compiled_ms'] / row['hard_compiled_ms']:>9.2f}  "
+              f"{row['soft_compiled_ms'] / row['hard_compiled_ms']:>9.2f} "
+              f"{1 + row['convs_forward_ms'] / row['hard_compiled_ms']:>10.2f}  "
               f"{row['hard_compile_s']:.0f}/{row['soft_compile_s']:.0f}")
     if args.json:
         from pqlib.cache import atomic_write
 
+        env = {k: os.environ[k] for k in (*KERNEL_MALLOC, "OMP_NUM_THREADS") if k in os.environ}
         with atomic_write(args.json, "w") as f:
             json.dump({"precision": precision, "threads": torch.get_num_threads(),
                        "steps": args.steps, "repeat": args.repeat, "rows": rows,
-                       **provenance()}, f, indent=2)
+                       "command": " ".join(["python", *sys.argv]), "environment": env,
+                       "note": args.note, **provenance()}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,24 @@ display(Markdown(calibration.read_text().split("\n", 1)[1] if calibration.exists
 followup = BENCH / "protocol_mnist_followup.md"
 display(Markdown(followup.read_text().split("\n", 1)[1] if followup.exists()
                  else "*Not run yet: see `benchmarks/protocol_mnist.py --help`.*"))
+
+# %% [markdown]
+# ## What a student step costs
+#
+# Milliseconds per optimiser step of `train_student` on MNIST-shaped sets of 500 images (IPC
+# 50, batch 256), compiled as the reference run trains its students, measured by
+# `benchmarks/train_speed.py` (every file in `results/benchmarks/train_speed_*.json`; medians
+# over interleaved rounds, because these machines are shared). *stock eager* is the textbook
+# ConvNet-3 of `torch.nn` modules run eagerly on the same batch, *convs* its three
+# convolutions alone (forward and backward): the floor of any step. *soft floor* is the least
+# soft/hard a soft-label step can reach while it runs the teacher on its batch: (hard step +
+# the three convolutions' forward) / hard step. The teacher is a ConvNet-3 too, and a forward
+# pass is about a third of a forward and backward pass, so a soft step costs about 4/3 of a
+# hard one whatever the implementation. *malloc* says whether glibc ran with the reference
+# run's settings (`pqlib.sweep.KERNEL_MALLOC`) or its defaults; the reference run trains one
+# student per core, one thread each.
+
+# %% tags=["hide-input"]
+speed = results.speed_table(BENCH)
+display(speed.round(2) if len(speed) else
+        Markdown("*Not measured yet: `python benchmarks/train_speed.py --json ...`.*"))

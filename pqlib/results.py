@@ -53,6 +53,7 @@ from .protocols import Protocol, protocol_from_record
 __all__ = ["build_record", "StudentResult", "method_order", "write_record", "load_records",
            "upgrade_record", "read_record", "accuracy_table", "paper_reported", "find_run",
            "results_root", "provenance_line", "stage_table", "provenance_table", "rerun_table",
+           "speed_table",
            "SCHEMA_VERSION",
            "READABLE_SCHEMAS", "PROFILE_PREFERENCE", "SPLIT_SIZES"]
 
@@ -352,9 +353,36 @@ def rerun_table(folder: str | Path) -> pd.DataFrame:
         rep = json.loads(path.read_text())
         delta = {r["quantity"].split()[1]: r["rerun"] - r["recorded"] for r in rep["rows"]
                  if r["checked"] and None not in (r["recorded"], r["rerun"])}
-        machine = rep.get("machine") or {}
-        amx = "+AMX" if "amx_bf16" in (machine.get("isa") or []) else ""
         rows.append([rep["run"], (rep.get("recorded_commit") or "none")[:7],
-                     (rep.get("commit") or "none")[:7], f"{machine.get('cpu', '?')}{amx}",
+                     (rep.get("commit") or "none")[:7], _machine_label(rep),
                      rep.get("seconds"), delta.get("soft"), delta.get("hard"), rep["reproduces"]])
     return pd.DataFrame(rows, columns=cols)
+
+
+def speed_table(folder: str | Path) -> pd.DataFrame:
+    """The student-speed measurements in ``folder`` (``benchmarks/train_speed.py --json``,
+    files ``train_speed_*.json``), one row per file and IPC: where (CPU, ``+AMX``, torch
+    threads, malloc settings), ms per step (medians over the rounds) and the ratios the
+    evaluation is held to: hard/stock (compiled hard-label step against the stock eager
+    ConvNet-3), soft/hard, and the soft floor (hard + the convolutions' forward) / hard where
+    measured (NaN for columns a file predates). Empty (with these columns) without files."""
+    rows, nan = [], float("nan")
+    for path in sorted(Path(folder).glob("train_speed_*.json")):
+        rep = json.loads(path.read_text())
+        malloc = "run kernels'" if "GLIBC_TUNABLES" in str(rep.get("environment")) else "glibc defaults"
+        rows += [[path.stem, _machine_label(rep), rep.get("threads"), malloc, r["ipc"],
+                  len(r.get("rounds", [r])), r["hard_compiled_ms"], r["soft_compiled_ms"],
+                  r.get("stock_eager_ms", nan), r["convs_ms"], r.get("convs_forward_ms", nan)]
+                 for r in rep["rows"]]
+    t = pd.DataFrame(rows, columns=["file", "machine", "threads", "malloc", "ipc", "rounds",
+                                    "hard ms", "soft ms", "stock eager ms", "convs ms",
+                                    "convs forward ms"])
+    return t.assign(**{"hard/stock": t["hard ms"] / t["stock eager ms"],
+                       "soft/hard": t["soft ms"] / t["hard ms"],
+                       "soft floor": 1 + t["convs forward ms"] / t["hard ms"]})
+
+
+def _machine_label(report: dict) -> str:
+    """A report's CPU, with ``+AMX`` when it has amx_bf16 (bf16 speed and rounding depend on it)."""
+    machine = report.get("machine") or {}
+    return f"{machine.get('cpu', '?')}{'+AMX' if 'amx_bf16' in (machine.get('isa') or []) else ''}"

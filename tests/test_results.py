@@ -166,7 +166,8 @@ def test_speed_table_reads_the_benchmark_and_computes_the_ratios(tmp_path):
     old = {"threads": 2, "rows": [row], "machine": {"cpu": "X", "isa": ["avx2"]}}
     new = {"threads": 1, "environment": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
            "machine": {"cpu": "X", "isa": ["amx_bf16"]},
-           "rows": [{**row, "convs_forward_ms": 60.0, "rounds": [row, row, row]}]}
+           "rows": [{**row, "convs_forward_ms": 60.0, "soft_over_hard": 1.3,
+                     "rounds": [row, row, row]}]}
     (tmp_path / "train_speed_a.json").write_text(json.dumps(old))
     (tmp_path / "train_speed_b.json").write_text(json.dumps(new))
     (tmp_path / "other.json").write_text("{}")  # not a speed file: ignored
@@ -175,6 +176,7 @@ def test_speed_table_reads_the_benchmark_and_computes_the_ratios(tmp_path):
     assert t.loc["train_speed_a", "soft/hard"] == 1.35
     assert pd.isna(t.loc["train_speed_a", "soft floor"])
     assert t.loc["train_speed_b", "soft floor"] == 1.3
+    assert t.loc["train_speed_b", "soft/hard"] == 1.3  # the paired ratio, not 270 / 200
     assert t.loc["train_speed_b", "machine"] == "X+AMX"
     assert t.loc["train_speed_b", "malloc"] == "run kernels'"
     assert t.loc["train_speed_a", "malloc"] == "glibc defaults"

@@ -99,11 +99,11 @@ display(Markdown(followup.read_text().split("\n", 1)[1] if followup.exists()
 # `benchmarks/train_speed.py` (every file in `results/benchmarks/train_speed_*.json`; medians
 # over interleaved rounds, because these machines are shared). *stock eager* is the textbook
 # ConvNet-3 of `torch.nn` modules run eagerly on the same batch, *convs* its three
-# convolutions alone (forward and backward): the floor of any step. *soft floor* is the least
-# soft/hard a soft-label step can reach while it runs the teacher on its batch: (hard step +
-# the three convolutions' forward) / hard step. The teacher is a ConvNet-3 too, and a forward
-# pass is about a third of a forward and backward pass, so a soft step costs about 4/3 of a
-# hard one whatever the implementation. *malloc* says whether glibc ran with the reference
+# convolutions alone (forward and backward): the floor of any step. A soft-label step adds the
+# teacher's forward (a ConvNet-3 with BatchNorm) to a hard-label step, so *soft floor* =
+# (hard step + the three convolutions' forward) / hard step is the least soft/hard that any
+# implementation running the teacher on every batch can reach; *soft/hard* is the median of
+# the rounds' ratios where the hard and soft steps were measured back to back. *malloc* says whether glibc ran with the reference
 # run's settings (`pqlib.sweep.KERNEL_MALLOC`) or its defaults; the reference run trains one
 # student per core, one thread each.
 

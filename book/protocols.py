@@ -99,11 +99,11 @@ display(Markdown(followup.read_text().split("\n", 1)[1] if followup.exists()
 # `benchmarks/train_speed.py` (every file in `results/benchmarks/train_speed_*.json`; medians
 # over interleaved rounds, because these machines are shared). *stock eager* is the textbook
 # ConvNet-3 of `torch.nn` modules run eagerly on the same batch, *convs* its three
-# convolutions alone (forward and backward): the floor of any step. A soft-label step adds the
-# teacher's forward (a ConvNet-3 with BatchNorm) to a hard-label step, so *soft floor* =
-# (hard step + the three convolutions' forward) / hard step is the least soft/hard that any
-# implementation running the teacher on every batch can reach; *soft/hard* is the median of
-# the rounds' ratios where the hard and soft steps were measured back to back. *malloc* says whether glibc ran with the reference
+# convolutions alone (forward and backward): the floor of any step. A soft-label step runs the
+# teacher (a ConvNet-3 with BatchNorm) forward on its batch: *teacher forward* is that pass as
+# `train_student` runs it (compiled, no gradients), beside its floor, the three convolutions'
+# forward. *soft/hard* is the median of the rounds' ratios where the hard and soft steps were
+# measured back to back, else the ratio of the medians. *malloc* says whether glibc ran with the reference
 # run's settings (`pqlib.sweep.KERNEL_MALLOC`) or its defaults; the reference run trains one
 # student per core, one thread each.
 

@@ -362,25 +362,25 @@ def rerun_table(folder: str | Path) -> pd.DataFrame:
 def speed_table(folder: str | Path) -> pd.DataFrame:
     """The student-speed measurements in ``folder`` (``benchmarks/train_speed.py --json``,
     files ``train_speed_*.json``), one row per file and IPC: where (CPU, ``+AMX``, torch
-    threads, malloc settings), ms per step (medians over the rounds) and the ratios the
-    evaluation is held to: hard/stock (compiled hard-label step against the stock eager
-    ConvNet-3), soft/hard (the median of the rounds' paired ratios where the file has them,
-    else the ratio of the medians), and the soft floor (hard + the convolutions' forward) / hard where
-    measured (NaN for columns a file predates). Empty (with these columns) without files."""
+    threads, malloc settings), ms (medians over the rounds; NaN where a file predates the
+    measurement) per step and per teacher forward, and the ratios the evaluation is held to:
+    hard/stock (compiled hard-label step against the stock eager ConvNet-3) and soft/hard (the
+    median of the rounds' paired ratios where the file has them, else the ratio of the
+    medians). Empty (with these columns) without files."""
     rows, nan = [], float("nan")
     for path in sorted(Path(folder).glob("train_speed_*.json")):
         rep = json.loads(path.read_text())
         malloc = "run kernels'" if "GLIBC_TUNABLES" in str(rep.get("environment")) else "glibc defaults"
         rows += [[path.stem, _machine_label(rep), rep.get("threads"), malloc, r["ipc"],
                   len(r.get("rounds", [r])), r["hard_compiled_ms"], r["soft_compiled_ms"],
-                  r.get("stock_eager_ms", nan), r["convs_ms"], r.get("convs_forward_ms", nan),
-                  r.get("soft_over_hard", nan)] for r in rep["rows"]]
+                  r.get("teacher_forward_ms", nan), r.get("convs_forward_ms", nan),
+                  r.get("stock_eager_ms", nan), r["convs_ms"], r.get("soft_over_hard", nan)]
+                 for r in rep["rows"]]
     t = pd.DataFrame(rows, columns=["file", "machine", "threads", "malloc", "ipc", "rounds",
-                                    "hard ms", "soft ms", "stock eager ms", "convs ms",
-                                    "convs forward ms", "paired"])
+                                    "hard ms", "soft ms", "teacher forward ms",
+                                    "convs forward ms", "stock eager ms", "convs ms", "paired"])
     return t.assign(**{"hard/stock": t["hard ms"] / t["stock eager ms"],
-                       "soft/hard": t.pop("paired").fillna(t["soft ms"] / t["hard ms"]),
-                       "soft floor": 1 + t["convs forward ms"] / t["hard ms"]})
+                       "soft/hard": t.pop("paired").fillna(t["soft ms"] / t["hard ms"])})
 
 
 def _machine_label(report: dict) -> str:

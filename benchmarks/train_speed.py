@@ -23,7 +23,6 @@ All in the precision ``"auto"`` resolves to on this machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -185,14 +184,13 @@ def main(argv=None) -> None:
               f"{row['soft_over_hard']:>9.2f}  "
               f"{row['hard_compile_s']:.0f}/{row['soft_compile_s']:.0f}")
     if args.json:
-        from pqlib.cache import atomic_write
+        from pqlib.cache import write_json
 
         env = {k: os.environ[k] for k in (*KERNEL_MALLOC, "OMP_NUM_THREADS") if k in os.environ}
-        with atomic_write(args.json, "w") as f:
-            json.dump({"precision": precision, "threads": torch.get_num_threads(),
-                       "steps": args.steps, "repeat": args.repeat, "rows": rows,
-                       "command": " ".join(["python", *sys.argv]), "environment": env,
-                       "note": args.note, **provenance()}, f, indent=2)
+        write_json(args.json, {"precision": precision, "threads": torch.get_num_threads(),
+                               "steps": args.steps, "repeat": args.repeat, "rows": rows,
+                               "command": " ".join(["python", *sys.argv]), "environment": env,
+                               "note": args.note, **provenance()})
 
 
 if __name__ == "__main__":

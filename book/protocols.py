@@ -103,9 +103,9 @@ display(Markdown(followup.read_text().split("\n", 1)[1] if followup.exists()
 # teacher (a ConvNet-3 with BatchNorm) forward on its batch: *teacher forward* is that pass as
 # `train_student` runs it (compiled, no gradients), beside its floor, the three convolutions'
 # forward. *soft/hard* is the median of the rounds' ratios where the hard and soft steps were
-# measured back to back, else the ratio of the medians. *malloc* says whether glibc ran with the reference
-# run's settings (`pqlib.sweep.KERNEL_MALLOC`) or its defaults; the reference run trains one
-# student per core, one thread each.
+# measured back to back, else the ratio of the medians. *malloc* says whether glibc ran with
+# the reference run's settings (`pqlib.sweep.KERNEL_MALLOC`) or its defaults; the reference
+# run trains one student per core, one thread each.
 
 # %% tags=["hide-input"]
 speed = results.speed_table(BENCH)

@@ -178,7 +178,8 @@ def findings(df: pd.DataFrame, *, full_hard: float | None = None) -> str:
     return "\n".join(
         [f"From {len(df)} runs ({df.variant.nunique()} methods at IPC "
          f"{', '.join(str(k) for k in sorted(df.ipc.unique()))}; mean ± sd over seeds, n seeds):", ""]
-        + [f"- IPC {r.ipc}, {r.labels[4:]} labels: best {cell(r)}" + (f"; vs "
+        + [f"- IPC {r.ipc}, {r.labels[4:]} labels: best {cell(r)}" + (
+           " — random real images; no distilled set beats them" if r.variant == "random" else f"; vs "
            f"{cell(rand.loc[r.ipc, r.labels])}" if (r.ipc, r.labels) in rand.index else "") + "."
            for r in best.sort_values(["ipc", "labels"], ascending=[True, False]).itertuples()]
         + [f"- Weights on − off, {r.A} − {r.B}, soft labels, IPC {r.ipc}: {r.diff:+.2f} points, "

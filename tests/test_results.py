@@ -98,6 +98,13 @@ def test_the_summary_follows_the_records(tmp_path):
     assert "best **ddoq** 98.00 ± 2.12 % (n = 2)" in after
     assert "ddoq − d4m, soft labels, IPC 10: +1.50 points" in after
     assert compare.findings(pd.DataFrame()).startswith("*No reference records yet")
+    # random real images on top: said as such, not compared with themselves
+    for path in tmp_path.glob("paper-mnist-d*.json"):
+        rec = json.loads(path.read_text())
+        rec["accuracy"]["hard"] = 50.0
+        path.write_text(json.dumps(rec))
+    top = compare.findings(load_records(tmp_path))
+    assert "hard labels: best **random** 61.00 ± 1.41 % (n = 2) — random real images; no distilled" in top
 
 
 def test_w2_gain_pairs_runs_by_seed():

@@ -147,7 +147,7 @@ def test_accuracy_table_counts_seeds_per_cell():
     df = pd.DataFrame({"variant": ["a", "a", "a", "a", "b", "b"], "ipc": [1, 1, 1, 10, 1, 10],
                        "seed": [0, 1, 2, 0, 0, 0], "acc_soft": [90.0, 92.0, 94.0, 97.0, 50.0, 60.0]})
     table = accuracy_table(df, "soft")
-    assert table.loc["a", "IPC 1"] == "92.0 ± 2.0" and table.loc["a", "IPC 10"] == "97.0"
+    assert table.loc["a", "IPC 1"] == "92.00 ± 2.00" and table.loc["a", "IPC 10"] == "97.00"
     assert table.loc["a", "seeds"] == "3/1" and table.loc["b", "seeds"] == "1"
     with pytest.raises(ValueError, match="acc_hard"):
         accuracy_table(df, "hard")

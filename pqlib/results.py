@@ -228,8 +228,8 @@ def _mean_std(values: pd.Series) -> str:
 
 def accuracy_table(df: pd.DataFrame, kind: str = "soft", *, order: list[str] | None = None
                    ) -> pd.DataFrame:
-    """Accuracy (mean ± std over seeds, in %, two decimals) with one row per method variant and one column
-    per IPC, from :func:`load_records` output. ``kind``: ``"soft"`` or ``"hard"``.
+    """Accuracy (mean ± std over seeds, in %, two decimals) with one row per method variant and
+    one column per IPC, from :func:`load_records` output. ``kind``: ``"soft"`` or ``"hard"``.
 
     The ``seeds`` column counts the seeds behind each cell: one number when all cells of the
     row have the same count, else the counts in column order (``"3/3/1"``; ``0`` = no run)."""
